@@ -1,0 +1,110 @@
+// Bindings for the coordinator: the server, and its pure decision logic (Membership) so
+// tests can drive decisions with made-up times and no sockets.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings/register.h"
+#include "coord/coordinator.h"
+#include "coord/membership.h"
+
+namespace py = pybind11;
+
+namespace pcomm::bindings {
+
+namespace {
+
+TimePoint at_seconds(double s) { return TimePoint{} + seconds_to_duration(s); }
+
+const char* kind_name(coord::Action::Kind kind) {
+  using K = coord::Action::Kind;
+  switch (kind) {
+    case K::kWelcome: return "welcome";
+    case K::kTopology: return "topology";
+    case K::kEpochReady: return "epoch_ready";
+    case K::kTopologyDone: return "topology_done";
+    case K::kPendingChanged: return "pending_changed";
+    case K::kDrop: return "drop";
+  }
+  return "?";
+}
+
+// Actions as plain dicts: {"kind": ..., "peer": ..., and the fields of that kind}.
+py::list to_python(const coord::Actions& actions) {
+  py::list out;
+  for (const auto& a : actions) {
+    py::dict d;
+    d["kind"] = kind_name(a.kind);
+    d["peer"] = a.peer;
+    using K = coord::Action::Kind;
+    if (a.kind == K::kWelcome) d["accepted"] = a.accepted;
+    if (a.kind == K::kTopology) {
+      py::list ring;
+      for (const auto& m : a.topology.ring) ring.append(m.peer_id);
+      d["epoch"] = a.topology.epoch;
+      d["ring"] = ring;
+    }
+    if (a.kind == K::kEpochReady || a.kind == K::kTopologyDone) d["epoch"] = a.epoch;
+    if (a.kind == K::kTopologyDone) d["seq"] = a.seq;
+    if (a.kind == K::kPendingChanged) d["pending"] = a.pending;
+    if (a.kind == K::kDrop) d["reason"] = a.reason;
+    out.append(d);
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_coord(py::module_& m) {
+  py::class_<coord::Coordinator>(m, "Coordinator")
+      .def(py::init([](const std::string& listen, const std::string& run, double heartbeat_timeout) {
+             coord::CoordinatorOptions o;
+             o.listen = listen;
+             o.run = run;
+             o.heartbeat_timeout = seconds_to_duration(heartbeat_timeout);
+             return std::make_unique<coord::Coordinator>(o);
+           }),
+           py::arg("listen"), py::arg("run"), py::arg("heartbeat_timeout"))
+      .def("start", &coord::Coordinator::start)
+      // stop() joins the loop thread, which never needs the GIL: release it while waiting.
+      .def("stop", &coord::Coordinator::stop, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("address", &coord::Coordinator::address)
+      .def_property_readonly("running", &coord::Coordinator::running)
+      .def("snapshot", [](const coord::Coordinator& c) {
+        auto s = c.snapshot();
+        py::dict d;
+        d["epoch"] = s.epoch;
+        d["ring"] = s.ring;
+        d["pending"] = s.pending;
+        return d;
+      });
+
+  py::class_<coord::Membership>(m, "_Membership")
+      .def(py::init([](double heartbeat_timeout) {
+             return std::make_unique<coord::Membership>(seconds_to_duration(heartbeat_timeout));
+           }),
+           py::arg("heartbeat_timeout"))
+      .def("on_hello", [](coord::Membership& ms, const std::string& p, const std::string& addr, double now) {
+        return to_python(ms.on_hello(p, addr, at_seconds(now)));
+      })
+      .def("on_heard", [](coord::Membership& ms, const std::string& p, double now) { ms.on_heard(p, at_seconds(now)); })
+      .def("on_update_topology", [](coord::Membership& ms, const std::string& p, uint64_t seq, double now) {
+        return to_python(ms.on_update_topology(p, seq, at_seconds(now)));
+      })
+      .def("on_links_ready", [](coord::Membership& ms, const std::string& p, uint64_t epoch, double now) {
+        return to_python(ms.on_links_ready(p, epoch, at_seconds(now)));
+      })
+      .def("on_links_failed",
+           [](coord::Membership& ms, const std::string& p, uint64_t epoch, const std::string& nb, double now) {
+             return to_python(ms.on_links_failed(p, epoch, nb, at_seconds(now)));
+           })
+      .def("on_lost", [](coord::Membership& ms, const std::string& p, double now) {
+        return to_python(ms.on_lost(p, at_seconds(now)));
+      })
+      .def("on_tick", [](coord::Membership& ms, double now) { return to_python(ms.on_tick(at_seconds(now))); })
+      .def_property_readonly("epoch", &coord::Membership::epoch)
+      .def_property_readonly("ring", &coord::Membership::ring)
+      .def_property_readonly("epoch_ready", &coord::Membership::epoch_ready)
+      .def_property_readonly("pending_count", &coord::Membership::pending_count);
+}
+
+}  // namespace pcomm::bindings

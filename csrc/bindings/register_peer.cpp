@@ -1,0 +1,47 @@
+// Bindings for the peer side: Communicator. Timeouts cross as seconds (float); the
+// Python wrapper resolves None to the communicator's default.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings/register.h"
+#include "peer/communicator.h"
+
+namespace py = pybind11;
+
+namespace pcomm::bindings {
+
+void register_peer(py::module_& m) {
+  py::class_<peer::Communicator>(m, "Communicator")
+      .def(py::init([](const std::string& coordinator, const std::string& run, uint32_t connections_per_peer,
+                       double timeout, const std::string& data_listen) {
+             peer::CommunicatorOptions o;
+             o.coordinator = coordinator;
+             o.run = run;
+             o.connections_per_peer = connections_per_peer;
+             o.timeout = seconds_to_duration(timeout);
+             o.data_listen = data_listen;
+             return std::make_unique<peer::Communicator>(o);
+           }),
+           py::arg("coordinator"), py::arg("run"), py::arg("connections_per_peer"), py::arg("timeout"),
+           py::arg("data_listen"))
+      // Blocking calls wait on the network and the loop thread: release the GIL so other
+      // Python threads (and other communicators in this process) keep running.
+      .def("connect", [](peer::Communicator& c, double timeout) {
+             py::gil_scoped_release release;
+             c.connect(seconds_to_duration(timeout));
+           }, py::arg("timeout"))
+      .def("update_topology", [](peer::Communicator& c, double timeout) {
+             py::gil_scoped_release release;
+             c.update_topology(seconds_to_duration(timeout));
+           }, py::arg("timeout"))
+      .def("close", &peer::Communicator::close, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("world_size", &peer::Communicator::world_size)
+      .def_property_readonly("rank", &peer::Communicator::rank)
+      .def_property_readonly("epoch", &peer::Communicator::epoch)
+      .def_property_readonly("peer_id", &peer::Communicator::peer_id)
+      .def_property_readonly("peers", &peer::Communicator::peers)
+      .def_property_readonly("pending_peers", &peer::Communicator::pending_peers)
+      .def_property_readonly("connected", &peer::Communicator::connected);
+}
+
+}  // namespace pcomm::bindings

@@ -1,0 +1,270 @@
+// Coordinator server; see coordinator.h. Decisions live in membership.cpp.
+#include "coord/coordinator.h"
+
+#include <sys/epoll.h>
+
+#include <cstdio>
+
+#include "core/errors.h"
+#include "net/address.h"
+
+namespace pcomm::coord {
+
+namespace {
+// How often deadlines are checked and heartbeats considered. Bounds the extra latency of
+// noticing a silent peer.
+constexpr Millis kTickInterval{25};
+// Heartbeats go out this many times per heartbeat timeout, so a few may be lost or late.
+constexpr int kHeartbeatsPerTimeout = 4;
+}  // namespace
+
+Coordinator::Coordinator(CoordinatorOptions options)
+    : options_(std::move(options)),
+      log_([this] { return "coordinator " + address_; }),
+      heartbeat_interval_(options_.heartbeat_timeout / kHeartbeatsPerTimeout),
+      membership_(options_.heartbeat_timeout),
+      rng_(std::random_device{}()) {
+  if (options_.heartbeat_timeout < Millis(50)) {
+    throw InvalidArgument("heartbeat_timeout must be at least 0.05 seconds");
+  }
+  if (options_.run.empty() || options_.run.size() > 256) {
+    throw InvalidArgument("run name must be 1 to 256 characters");
+  }
+  // Parse now so a malformed address fails at construction.
+  net::parse_host_port(options_.listen, /*allow_port_zero=*/true);
+}
+
+Coordinator::~Coordinator() { stop(); }
+
+void Coordinator::start() {
+  if (running_) return;
+  listener_ = net::Socket::listen_on(net::parse_host_port(options_.listen, true));
+  address_ = net::format_sockaddr(listener_.local_address());
+  running_ = true;
+  loop_.start();
+  loop_.post([this] {
+    loop_.add_fd(listener_.fd(), EPOLLIN, [this](uint32_t) { on_accept(); });
+    loop_.run_after(kTickInterval, [this] { tick(); });
+  });
+  log_.info("listening for run '", options_.run, "', heartbeat timeout ",
+            to_millis(options_.heartbeat_timeout), " ms");
+}
+
+void Coordinator::stop() {
+  if (!running_.exchange(false)) return;
+  loop_.post([this] {
+    // Closing a connection erases it from conns_: iterate over a copy.
+    std::vector<std::shared_ptr<net::FramedConnection>> links;
+    for (auto& [id, conn] : conns_) links.push_back(conn.link);
+    for (auto& link : links) {
+      link->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kShutdown),
+                                 "the coordinator is shutting down");
+    }
+  });
+  // Give the shutdown notices a moment to leave before the sockets close.
+  std::this_thread::sleep_for(Millis(20));
+  loop_.stop();
+  conns_.clear();
+  conn_of_peer_.clear();
+  listener_.close();
+}
+
+std::string Coordinator::address() const { return address_; }
+
+Coordinator::Snapshot Coordinator::snapshot() const {
+  std::lock_guard<std::mutex> lock(snapshot_mutex_);
+  return snapshot_;
+}
+
+void Coordinator::publish_snapshot() {
+  std::lock_guard<std::mutex> lock(snapshot_mutex_);
+  snapshot_.epoch = membership_.epoch();
+  snapshot_.ring = membership_.ring();
+  snapshot_.pending = membership_.pending_count();
+}
+
+std::string Coordinator::new_peer_id() {
+  for (;;) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%012llx",
+                  static_cast<unsigned long long>(rng_() & 0xffffffffffffULL));
+    std::string id(buf);
+    if (!membership_.knows(id)) return id;
+  }
+}
+
+void Coordinator::on_accept() {
+  for (;;) {
+    net::Socket s = listener_.accept_one();
+    if (!s.valid()) return;
+    uint64_t id = next_conn_id_++;
+    auto link = net::FramedConnection::create(loop_, std::move(s));
+    conns_[id] = Conn{link, "", Clock::now(), Clock::now()};
+    link->start([this, id](uint16_t type, const uint8_t* p, size_t n) { on_frame(id, type, p, n); },
+                [this, id](const std::string& reason) { on_closed(id, reason); });
+    log_.debug("connection ", id, " from ", link->remote());
+  }
+}
+
+void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* payload, size_t size) {
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end()) return;
+  Conn& conn = it->second;
+  auto now = Clock::now();
+  using proto::MsgType;
+  auto msg_type = static_cast<MsgType>(type);
+  if (conn.peer_id.empty()) {
+    if (msg_type != MsgType::kHello) throw ProtocolError("the first message must be Hello");
+    on_hello(conn_id, proto::Hello::decode(payload, size));
+    return;
+  }
+  const std::string peer = conn.peer_id;
+  membership_.on_heard(peer, now);
+  switch (msg_type) {
+    case MsgType::kHeartbeat:
+      proto::Heartbeat::decode(payload, size);
+      return;
+    case MsgType::kUpdateTopology: {
+      auto m = proto::UpdateTopology::decode(payload, size);
+      if (!membership_.is_accepted(peer)) {
+        throw InvalidArgument("update_topology from a peer that is not accepted yet");
+      }
+      apply(membership_.on_update_topology(peer, m.seq, now));
+      return;
+    }
+    case MsgType::kLinksReady:
+      apply(membership_.on_links_ready(peer, proto::EpochMsg::decode(payload, size).epoch, now));
+      return;
+    case MsgType::kLinksFailed: {
+      auto m = proto::LinksFailed::decode(payload, size);
+      log_.warn("peer ", peer, " cannot link to ", m.neighbour_id, " in epoch ", m.epoch, ": ", m.reason);
+      apply(membership_.on_links_failed(peer, m.epoch, m.neighbour_id, now));
+      return;
+    }
+    case MsgType::kLeave:
+      proto::EpochMsg::decode(payload, size);
+      log_.info("peer ", peer, " left");
+      conn.link->close("peer left");
+      return;
+    default:
+      throw ProtocolError("unexpected message type " + std::to_string(type) + " on the coordinator link");
+  }
+}
+
+void Coordinator::on_hello(uint64_t conn_id, const proto::Hello& hello) {
+  Conn& conn = conns_.at(conn_id);
+  if (hello.run != options_.run) {
+    log_.warn("refused ", conn.link->remote(), ": run '", hello.run, "' instead of '", options_.run, "'");
+    conn.link->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kRunMismatch),
+                                    "run name mismatch: this coordinator serves run '" + options_.run +
+                                        "', the peer asked for run '" + hello.run + "'");
+    return;
+  }
+  auto hp = net::parse_host_port(hello.data_address, false);
+  if (hp.host == "0.0.0.0") {
+    // The peer listens on every interface: reach it at the address we see it from.
+    auto observed = net::parse_host_port(conn.link->remote(), false);
+    hp.host = observed.host;
+  }
+  std::string peer = new_peer_id();
+  conn.peer_id = peer;
+  conn_of_peer_[peer] = conn_id;
+  log_.info("hello from ", conn.link->remote(), ": peer ", peer, " data ", hp.str());
+  apply(membership_.on_hello(peer, hp.str(), Clock::now()));
+}
+
+void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end()) return;
+  std::string peer = it->second.peer_id;
+  conns_.erase(it);
+  if (peer.empty()) {
+    log_.debug("connection ", conn_id, " closed before hello: ", reason);
+    return;
+  }
+  conn_of_peer_.erase(peer);
+  if (membership_.knows(peer)) {
+    log_.info("peer ", peer, " lost: ", reason);
+    apply(membership_.on_lost(peer, Clock::now()));
+  }
+}
+
+void Coordinator::send_to_peer(const std::string& peer, std::vector<uint8_t> frame) {
+  auto it = conn_of_peer_.find(peer);
+  if (it == conn_of_peer_.end()) return;
+  auto conn = conns_.find(it->second);
+  if (conn == conns_.end()) return;
+  conn->second.link->send(std::move(frame));
+  conn->second.last_sent = Clock::now();
+}
+
+void Coordinator::apply(const Actions& actions) {
+  for (const auto& a : actions) {
+    switch (a.kind) {
+      case Action::Kind::kWelcome: {
+        proto::Welcome w;
+        w.peer_id = a.peer;
+        w.accepted = a.accepted;
+        w.heartbeat_timeout_ms = static_cast<uint32_t>(to_millis(options_.heartbeat_timeout));
+        auto it = conn_of_peer_.find(a.peer);
+        if (it != conn_of_peer_.end()) w.observed_address = conns_.at(it->second).link->remote();
+        send_to_peer(a.peer, proto::frame_of(w));
+        break;
+      }
+      case Action::Kind::kTopology:
+        send_to_peer(a.peer, proto::frame_of(a.topology));
+        break;
+      case Action::Kind::kEpochReady:
+        send_to_peer(a.peer, proto::frame_of(proto::MsgType::kEpochReady, proto::EpochMsg{a.epoch}.encode()));
+        break;
+      case Action::Kind::kTopologyDone:
+        send_to_peer(a.peer, proto::frame_of(proto::TopologyDone{a.seq, a.epoch}));
+        break;
+      case Action::Kind::kPendingChanged:
+        for (const auto& id : membership_.ring()) send_to_peer(id, proto::frame_of(proto::Heartbeat{a.pending}));
+        break;
+      case Action::Kind::kDrop: {
+        log_.warn("peer ", a.peer, " ", a.reason);
+        auto it = conn_of_peer_.find(a.peer);
+        if (it == conn_of_peer_.end()) break;
+        uint64_t conn_id = it->second;
+        conn_of_peer_.erase(it);
+        conns_.at(conn_id).peer_id.clear();  // membership already forgot it
+        conns_.at(conn_id).link->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kDropped), a.reason);
+        break;
+      }
+    }
+  }
+  for (const auto& a : actions) {
+    if (a.kind == Action::Kind::kTopology) {
+      log_.info("epoch ", membership_.epoch(), ": ring of ", membership_.ring().size());
+      break;
+    }
+  }
+  publish_snapshot();
+}
+
+void Coordinator::tick() {
+  auto now = Clock::now();
+  apply(membership_.on_tick(now));
+  std::vector<uint64_t> stale;
+  uint32_t pending = membership_.pending_count();
+  for (auto& [id, conn] : conns_) {
+    if (conn.peer_id.empty()) {
+      // A connection must say hello within the heartbeat timeout.
+      if (now - conn.opened > options_.heartbeat_timeout) stale.push_back(id);
+      continue;
+    }
+    if (now - conn.last_sent >= heartbeat_interval_) {
+      conn.link->send(proto::frame_of(proto::Heartbeat{pending}));
+      conn.last_sent = now;
+    }
+  }
+  for (auto id : stale) {  // closing erases from conns_, hence the separate pass
+    auto it = conns_.find(id);
+    if (it != conns_.end()) it->second.link->close("no hello within the heartbeat timeout");
+  }
+  loop_.run_after(kTickInterval, [this] { tick(); });
+}
+
+}  // namespace pcomm::coord

@@ -1,0 +1,85 @@
+// Coordinator: the server side of the coordination plane. It owns one EventLoop thread,
+// accepts peer connections, turns their frames into Membership events and carries out
+// the resulting Actions. It holds no tensors and no Python state.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+
+#include "coord/membership.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "net/event_loop.h"
+#include "net/frame_conn.h"
+
+namespace pcomm::coord {
+
+struct CoordinatorOptions {
+  std::string listen = "127.0.0.1:0";
+  std::string run = "default";
+  Duration heartbeat_timeout = std::chrono::seconds(5);
+};
+
+class Coordinator {
+ public:
+  explicit Coordinator(CoordinatorOptions options);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Binds the listening socket (errors are thrown here) and starts the loop thread.
+  void start();
+  // Closes every connection (peers get a shutdown error) and joins the thread. Idempotent.
+  void stop();
+  // The "host:port" actually bound; valid after start().
+  std::string address() const;
+  bool running() const { return running_; }
+
+  // Snapshot for tests and the CLI; safe from any thread.
+  struct Snapshot {
+    uint64_t epoch = 0;
+    std::vector<std::string> ring;
+    uint32_t pending = 0;
+  };
+  Snapshot snapshot() const;
+
+ private:
+  struct Conn {
+    std::shared_ptr<net::FramedConnection> link;
+    std::string peer_id;  // empty until Hello
+    TimePoint opened;
+    TimePoint last_sent;
+  };
+
+  void on_accept();
+  void on_frame(uint64_t conn_id, uint16_t type, const uint8_t* payload, size_t size);
+  void on_hello(uint64_t conn_id, const proto::Hello& hello);
+  void on_closed(uint64_t conn_id, const std::string& reason);
+  void apply(const Actions& actions);
+  void send_to_peer(const std::string& peer, std::vector<uint8_t> frame);
+  void tick();
+  void publish_snapshot();
+  std::string new_peer_id();
+
+  CoordinatorOptions options_;
+  Logger log_;
+  net::EventLoop loop_;
+  net::Socket listener_;
+  std::string address_;
+  std::atomic<bool> running_{false};
+  Duration heartbeat_interval_;
+  Membership membership_;
+  std::map<uint64_t, Conn> conns_;
+  std::map<std::string, uint64_t> conn_of_peer_;
+  uint64_t next_conn_id_ = 1;
+  std::mt19937_64 rng_;
+  mutable std::mutex snapshot_mutex_;
+  Snapshot snapshot_;
+};
+
+}  // namespace pcomm::coord

@@ -1,0 +1,225 @@
+// The coordinator's membership decisions; see membership.h for the rules.
+#include "coord/membership.h"
+
+#include <algorithm>
+
+namespace pcomm::coord {
+
+namespace {
+Action make_action(Action::Kind kind, const std::string& peer = {}, bool accepted = false) {
+  Action a;
+  a.kind = kind;
+  a.peer = peer;
+  a.accepted = accepted;
+  return a;
+}
+}  // namespace
+
+std::vector<std::string> ring_order(const std::vector<std::string>& current,
+                                    const std::vector<std::string>& admitted,
+                                    const std::map<std::string, PeerRecord>& peers) {
+  std::vector<std::string> ring = current;
+  std::vector<std::string> newcomers = admitted;
+  auto seq = [&](const std::string& id) {
+    auto it = peers.find(id);
+    return it == peers.end() ? UINT64_MAX : it->second.join_seq;
+  };
+  std::sort(newcomers.begin(), newcomers.end(),
+            [&](const std::string& a, const std::string& b) { return seq(a) < seq(b); });
+  for (auto& id : newcomers) {
+    if (std::find(ring.begin(), ring.end(), id) == ring.end()) ring.push_back(id);
+  }
+  return ring;
+}
+
+std::vector<std::string> expired_peers(const std::map<std::string, PeerRecord>& peers,
+                                       TimePoint now, Duration timeout) {
+  std::vector<std::string> out;
+  for (const auto& [id, rec] : peers) {
+    if (now - rec.last_heard > timeout) out.push_back(id);
+  }
+  return out;
+}
+
+std::string peer_to_drop_on_link_failure(const std::string& reporter, const std::string& neighbour,
+                                         const std::map<std::string, PeerRecord>& peers) {
+  auto r = peers.find(reporter);
+  auto n = peers.find(neighbour);
+  if (n == peers.end()) return neighbour;
+  if (r == peers.end()) return reporter;
+  return r->second.join_seq > n->second.join_seq ? reporter : neighbour;
+}
+
+uint32_t Membership::pending_count() const {
+  uint32_t n = 0;
+  for (const auto& [id, rec] : peers_) n += rec.accepted ? 0 : 1;
+  return n;
+}
+
+bool Membership::is_accepted(const std::string& peer) const {
+  auto it = peers_.find(peer);
+  return it != peers_.end() && it->second.accepted;
+}
+
+std::vector<std::string> Membership::pending_in_join_order() const {
+  std::vector<std::string> pending;
+  for (const auto& [id, rec] : peers_) {
+    if (!rec.accepted) pending.push_back(id);
+  }
+  return ring_order({}, pending, peers_);
+}
+
+Actions Membership::on_hello(const std::string& peer, const std::string& data_address, TimePoint now) {
+  Actions out;
+  peers_[peer] = PeerRecord{data_address, next_join_seq_++, false, now};
+  if (ring_.empty()) {
+    out.push_back(make_action(Action::Kind::kWelcome, peer, true));
+    new_epoch(ring_order({}, pending_in_join_order(), peers_), out);
+  } else {
+    out.push_back(make_action(Action::Kind::kWelcome, peer, false));
+    Action changed = make_action(Action::Kind::kPendingChanged);
+    changed.pending = pending_count();
+    out.push_back(changed);
+  }
+  return out;
+}
+
+void Membership::on_heard(const std::string& peer, TimePoint now) {
+  auto it = peers_.find(peer);
+  if (it != peers_.end()) it->second.last_heard = now;
+}
+
+Actions Membership::on_update_topology(const std::string& peer, uint64_t seq, TimePoint now) {
+  Actions out;
+  on_heard(peer, now);
+  if (!is_accepted(peer)) return out;  // the server refuses this before it gets here
+  waiters_[peer] = seq;
+  evaluate(out);
+  return out;
+}
+
+Actions Membership::on_links_ready(const std::string& peer, uint64_t epoch, TimePoint now) {
+  Actions out;
+  on_heard(peer, now);
+  if (epoch != epoch_ || epoch_ready_) return out;  // stale report of an older epoch
+  if (std::find(ring_.begin(), ring_.end(), peer) == ring_.end()) return out;
+  links_ready_.insert(peer);
+  if (links_ready_.size() == ring_.size()) {
+    epoch_ready_ = true;
+    for (const auto& id : ring_) {
+      Action ready = make_action(Action::Kind::kEpochReady, id);
+      ready.epoch = epoch_;
+      out.push_back(ready);
+    }
+    evaluate(out);
+  }
+  return out;
+}
+
+Actions Membership::on_links_failed(const std::string& peer, uint64_t epoch,
+                                    const std::string& neighbour, TimePoint now) {
+  Actions out;
+  on_heard(peer, now);
+  if (epoch != epoch_ || epoch_ready_) return out;
+  std::string victim = peer_to_drop_on_link_failure(peer, neighbour, peers_);
+  if (!knows(victim)) return out;
+  Action drop = make_action(Action::Kind::kDrop, victim);
+  drop.reason = "dropped: peers " + peer + " and " + neighbour + " could not open a data link in epoch " +
+                std::to_string(epoch) + "; the later joiner leaves";
+  out.push_back(drop);
+  remove(victim, out);
+  return out;
+}
+
+Actions Membership::on_lost(const std::string& peer, TimePoint) {
+  Actions out;
+  if (knows(peer)) remove(peer, out);
+  return out;
+}
+
+Actions Membership::on_tick(TimePoint now) {
+  Actions out;
+  for (const auto& id : expired_peers(peers_, now, heartbeat_timeout_)) {
+    if (!knows(id)) continue;
+    Action drop = make_action(Action::Kind::kDrop, id);
+    drop.reason = "dropped: no heartbeat for more than " +
+                  std::to_string(to_millis(heartbeat_timeout_)) + " ms";
+    out.push_back(drop);
+    remove(id, out);
+  }
+  return out;
+}
+
+void Membership::remove(const std::string& peer, Actions& out) {
+  bool was_accepted = is_accepted(peer);
+  peers_.erase(peer);
+  waiters_.erase(peer);
+  releasing_.erase(peer);
+  if (!was_accepted) {
+    Action changed = make_action(Action::Kind::kPendingChanged);
+    changed.pending = pending_count();
+    out.push_back(changed);
+    return;
+  }
+  std::vector<std::string> survivors;
+  for (const auto& id : ring_) {
+    if (id != peer) survivors.push_back(id);
+  }
+  if (survivors.empty()) survivors = pending_in_join_order();  // nobody left to admit them
+  if (survivors.empty()) {
+    ring_.clear();
+    epoch_ready_ = false;
+    links_ready_.clear();
+    return;
+  }
+  new_epoch(std::move(survivors), out);
+}
+
+void Membership::new_epoch(std::vector<std::string> ring, Actions& out) {
+  ++epoch_;
+  ring_ = std::move(ring);
+  epoch_ready_ = false;
+  links_ready_.clear();
+  proto::Topology topology;
+  topology.epoch = epoch_;
+  for (const auto& id : ring_) {
+    peers_[id].accepted = true;
+    topology.ring.push_back(proto::RingMember{id, peers_[id].data_address});
+  }
+  for (const auto& id : ring_) {
+    Action a = make_action(Action::Kind::kTopology, id);
+    a.topology = topology;
+    out.push_back(a);
+  }
+  Action changed = make_action(Action::Kind::kPendingChanged);
+  changed.pending = pending_count();
+  out.push_back(changed);
+}
+
+void Membership::evaluate(Actions& out) {
+  if (!epoch_ready_) return;
+  auto release = [&](std::map<std::string, uint64_t>& who) {
+    for (const auto& [id, seq] : who) {
+      Action done = make_action(Action::Kind::kTopologyDone, id);
+      done.seq = seq;
+      done.epoch = epoch_;
+      out.push_back(done);
+    }
+    who.clear();
+  };
+  release(releasing_);
+  bool everyone_in = !ring_.empty() && std::all_of(ring_.begin(), ring_.end(), [&](const std::string& id) {
+    return waiters_.count(id) != 0;
+  });
+  if (!everyone_in) return;
+  auto pending = pending_in_join_order();
+  if (pending.empty()) {
+    release(waiters_);
+    return;
+  }
+  releasing_ = std::move(waiters_);
+  waiters_.clear();
+  new_epoch(ring_order(ring_, pending, peers_), out);
+}
+
+}  // namespace pcomm::coord

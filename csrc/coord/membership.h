@@ -1,0 +1,103 @@
+// Membership: the coordinator's decisions, with no sockets and no clock of its own.
+//
+// Every input is an event plus the current time; every output is a list of Actions the
+// server carries out (send a message, drop a connection). Tests drive it directly.
+//
+// Rules (DESIGN.md, "Lifecycle of a peer"):
+//  - A hello when nobody is accepted is accepted at once (a new epoch with just it).
+//    Otherwise the peer waits as pending.
+//  - update_topology is a barrier over the accepted ring. When every ring member is in it
+//    and the current epoch's links are ready: if peers are pending they are all admitted
+//    (a new epoch: old ring order, then newcomers by join order) and the callers are
+//    released once that epoch's links are ready; otherwise the callers are released at
+//    once (cheap: one round trip, no relinking).
+//  - A peer lost (socket closed, left, or silent past the heartbeat timeout) leaves at
+//    once: if it was in the ring, a new epoch starts with the survivors. If the ring
+//    becomes empty while peers are pending, they are admitted at once.
+//  - An epoch is ready when every ring member reported its links ready. When a peer
+//    reports that it cannot reach a neighbour, the later joiner of the two is dropped.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "proto/messages.h"
+
+namespace pcomm::coord {
+
+struct Action {
+  enum class Kind { kWelcome, kTopology, kEpochReady, kTopologyDone, kPendingChanged, kDrop };
+  Kind kind = Kind::kWelcome;
+  std::string peer;         // destination (unused for kPendingChanged)
+  bool accepted = false;    // kWelcome
+  proto::Topology topology; // kTopology
+  uint64_t epoch = 0;       // kEpochReady, kTopologyDone
+  uint64_t seq = 0;         // kTopologyDone
+  uint32_t pending = 0;     // kPendingChanged
+  std::string reason;       // kDrop
+};
+using Actions = std::vector<Action>;
+
+struct PeerRecord {
+  std::string data_address;
+  uint64_t join_seq = 0;
+  bool accepted = false;
+  TimePoint last_heard;
+};
+
+// Pure helpers, exposed for tests.
+// New ring: current order kept, admitted peers appended by join order.
+std::vector<std::string> ring_order(const std::vector<std::string>& current,
+                                    const std::vector<std::string>& admitted,
+                                    const std::map<std::string, PeerRecord>& peers);
+// Peers silent for longer than timeout at time now, in id order.
+std::vector<std::string> expired_peers(const std::map<std::string, PeerRecord>& peers,
+                                       TimePoint now, Duration timeout);
+// Of two peers that cannot link, the one to drop: the later joiner.
+std::string peer_to_drop_on_link_failure(const std::string& reporter, const std::string& neighbour,
+                                         const std::map<std::string, PeerRecord>& peers);
+
+class Membership {
+ public:
+  explicit Membership(Duration heartbeat_timeout) : heartbeat_timeout_(heartbeat_timeout) {}
+
+  Actions on_hello(const std::string& peer, const std::string& data_address, TimePoint now);
+  void on_heard(const std::string& peer, TimePoint now);
+  Actions on_update_topology(const std::string& peer, uint64_t seq, TimePoint now);
+  Actions on_links_ready(const std::string& peer, uint64_t epoch, TimePoint now);
+  Actions on_links_failed(const std::string& peer, uint64_t epoch, const std::string& neighbour,
+                          TimePoint now);
+  // Socket closed or clean leave; no Drop action is emitted for the peer itself.
+  Actions on_lost(const std::string& peer, TimePoint now);
+  // Heartbeat deadlines: emits a Drop for every expired peer and the resulting changes.
+  Actions on_tick(TimePoint now);
+
+  uint64_t epoch() const { return epoch_; }
+  const std::vector<std::string>& ring() const { return ring_; }
+  bool epoch_ready() const { return epoch_ready_; }
+  uint32_t pending_count() const;
+  bool knows(const std::string& peer) const { return peers_.count(peer) != 0; }
+  bool is_accepted(const std::string& peer) const;
+
+ private:
+  void new_epoch(std::vector<std::string> ring, Actions& out);
+  void remove(const std::string& peer, Actions& out);
+  void evaluate(Actions& out);
+  std::vector<std::string> pending_in_join_order() const;
+
+  Duration heartbeat_timeout_;
+  std::map<std::string, PeerRecord> peers_;
+  uint64_t next_join_seq_ = 1;
+  uint64_t epoch_ = 0;
+  std::vector<std::string> ring_;
+  bool epoch_ready_ = false;
+  std::set<std::string> links_ready_;
+  std::map<std::string, uint64_t> waiters_;   // in update_topology: peer -> seq
+  std::map<std::string, uint64_t> releasing_; // admitted a round; release when ready
+};
+
+}  // namespace pcomm::coord

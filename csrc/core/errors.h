@@ -1,0 +1,66 @@
+// pcomm's typed errors. Every failure the core reports is one of these; the bindings map
+// each type to one Python exception in pcomm.errors at a single boundary
+// (bindings/register_errors.cpp). docs/errors.md describes when each is raised.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace pcomm {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A socket or system call failed (connection refused, reset, address in use...).
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A blocking call ran past its deadline.
+class TimeoutError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A peer this operation depended on died, froze or was cut off; or this peer itself was
+// dropped from the run by the coordinator.
+class PeerLostError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The coordinator closed the connection, died or stopped answering heartbeats.
+class CoordinatorLostError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Bytes on a socket broke the wire protocol (bad magic, version, length, or content).
+class ProtocolError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The caller passed something unusable; the message says what to fix.
+class InvalidArgument : public Error {
+ public:
+  using Error::Error;
+};
+
+// The operation was aborted everywhere because some participant failed.
+class Aborted : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace pcomm
+
+// PCOMM_CHECK(cond, ExceptionType, message): throws when an invariant is violated and
+// names the violated condition, so a failure report points at the broken assumption.
+#define PCOMM_CHECK(cond, Type, msg)                                                 \
+  do {                                                                               \
+    if (!(cond)) throw Type(std::string(msg) + " [violated: " #cond "]");            \
+  } while (0)

@@ -1,0 +1,191 @@
+// FramedConnection implementation; see frame_conn.h.
+#include "net/frame_conn.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include "core/errors.h"
+#include "proto/messages.h"
+
+namespace pcomm::net {
+
+namespace {
+constexpr size_t kReadChunk = 64 * 1024;
+// How long a connection being closed with an Error frame may take to flush it.
+constexpr Millis kErrorFlushGrace{500};
+}  // namespace
+
+std::shared_ptr<FramedConnection> FramedConnection::create(EventLoop& loop, Socket socket,
+                                                           uint32_t max_payload) {
+  return std::shared_ptr<FramedConnection>(new FramedConnection(loop, std::move(socket), max_payload));
+}
+
+FramedConnection::FramedConnection(EventLoop& loop, Socket socket, uint32_t max_payload)
+    : loop_(loop), socket_(std::move(socket)), max_payload_(max_payload) {
+  remote_ = format_sockaddr(socket_.remote_address());
+}
+
+FramedConnection::~FramedConnection() = default;
+
+void FramedConnection::start(FrameHandler on_frame, CloseHandler on_close) {
+  on_frame_ = std::move(on_frame);
+  on_close_ = std::move(on_close);
+  auto self = shared_from_this();
+  loop_.add_fd(socket_.fd(), EPOLLIN, [self](uint32_t events) { self->on_events(events); });
+}
+
+void FramedConnection::on_events(uint32_t events) {
+  if (closed_) return;
+  if (events & EPOLLOUT) flush();
+  if (closed_) return;
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_some();
+}
+
+void FramedConnection::read_some() {
+  uint8_t buf[kReadChunk];
+  for (int round = 0; round < 16 && !closed_; ++round) {
+    ssize_t n = ::recv(socket_.fd(), buf, sizeof buf, 0);
+    if (n > 0) {
+      in_.insert(in_.end(), buf, buf + n);
+      parse_frames();
+      continue;
+    }
+    if (n == 0) {
+      close(in_.empty() ? "connection closed by the remote end"
+                        : "connection closed by the remote end in the middle of a frame");
+      return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    if (errno == EINTR) continue;
+    close("receive failed: " + errno_text(errno));
+    return;
+  }
+}
+
+void FramedConnection::parse_frames() {
+  while (!closed_ && !close_after_flush_ && in_.size() >= proto::kHeaderSize) {
+    proto::Header h;
+    try {
+      h = proto::decode_header(in_.data());
+    } catch (const ProtocolError& e) {
+      close(e.what());
+      return;
+    }
+    if (h.version != proto::kProtocolVersion) {
+      send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kVersionMismatch),
+                           "protocol version mismatch: remote speaks version " +
+                               std::to_string(h.version) + ", this side speaks version " +
+                               std::to_string(proto::kProtocolVersion));
+      return;
+    }
+    if (h.length > max_payload_) {
+      close("frame payload of " + std::to_string(h.length) + " bytes exceeds the limit of " +
+            std::to_string(max_payload_));
+      return;
+    }
+    size_t total = proto::kHeaderSize + h.length;
+    if (in_.size() < total) return;  // wait for the rest
+    // Control frames are small: copy the payload out so the handler may detach or close.
+    std::vector<uint8_t> payload(in_.begin() + proto::kHeaderSize,
+                                 in_.begin() + static_cast<std::ptrdiff_t>(total));
+    in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(total));
+    auto self = shared_from_this();  // the handler may release the owner's reference
+    try {
+      on_frame_(h.type, payload.data(), payload.size());
+    } catch (const ProtocolError& e) {
+      send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kProtocol), e.what());
+      return;
+    } catch (const Error& e) {
+      send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kBadRequest), e.what());
+      return;
+    }
+  }
+}
+
+void FramedConnection::send(std::vector<uint8_t> frame) {
+  if (closed_ || close_after_flush_) return;
+  last_send_ = Clock::now();
+  if (out_pos_ == out_.size()) {
+    out_ = std::move(frame);
+    out_pos_ = 0;
+  } else {
+    out_.insert(out_.end(), frame.begin(), frame.end());
+  }
+  flush();
+}
+
+void FramedConnection::send_error_and_close(uint16_t code, const std::string& text) {
+  if (closed_ || close_after_flush_) return;
+  proto::ErrorMsg msg{static_cast<proto::ErrorCode>(code), text};
+  send(proto::frame_of(msg));
+  close_reason_ = text;
+  close_after_flush_ = true;
+  if (closed_) return;
+  if (out_pos_ == out_.size()) {
+    close(text);
+    return;
+  }
+  std::weak_ptr<FramedConnection> weak = shared_from_this();
+  loop_.run_after(kErrorFlushGrace, [weak] {
+    if (auto self = weak.lock()) self->close(self->close_reason_);
+  });
+}
+
+void FramedConnection::flush() {
+  while (out_pos_ < out_.size()) {
+    ssize_t n = ::send(socket_.fd(), out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL);
+    if (n > 0) {
+      out_pos_ += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0 && errno == EINTR) continue;
+    close("send failed: " + errno_text(errno));
+    return;
+  }
+  if (out_pos_ == out_.size()) {
+    out_.clear();
+    out_pos_ = 0;
+    if (close_after_flush_) {
+      close(close_reason_);
+      return;
+    }
+  }
+  update_interest();
+}
+
+void FramedConnection::update_interest() {
+  bool want_out = out_pos_ < out_.size();
+  if (want_out == watching_out_ || closed_) return;
+  watching_out_ = want_out;
+  loop_.modify_fd(socket_.fd(), EPOLLIN | (want_out ? EPOLLOUT : 0u));
+}
+
+void FramedConnection::close(const std::string& reason) {
+  if (closed_) return;
+  auto self = shared_from_this();  // on_close may drop the owner's last reference
+  closed_ = true;
+  loop_.remove_fd(socket_.fd());
+  socket_.close();
+  auto handler = std::move(on_close_);
+  on_close_ = nullptr;
+  on_frame_ = nullptr;
+  // Run the owner's handler later on the loop, never inside the owner's own call that
+  // happened to close us (a send that failed, a loop over connections): no reentrancy.
+  if (handler) loop_.post([handler, reason] { handler(reason); });
+}
+
+Socket FramedConnection::detach() {
+  PCOMM_CHECK(!closed_, ProtocolError, "detach of a closed connection");
+  PCOMM_CHECK(in_.empty(), ProtocolError, "unexpected bytes after the link handshake");
+  PCOMM_CHECK(!has_pending_output(), ProtocolError, "handshake reply not flushed");
+  closed_ = true;
+  loop_.remove_fd(socket_.fd());
+  on_close_ = nullptr;
+  on_frame_ = nullptr;
+  return std::move(socket_);
+}
+
+}  // namespace pcomm::net

@@ -1,0 +1,158 @@
+// Socket implementation; see socket.h.
+#include "net/socket.h"
+
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/errors.h"
+
+namespace pcomm::net {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+Socket& Socket::operator=(Socket&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = other.release();
+  }
+  return *this;
+}
+
+int Socket::release() {
+  int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
+void Socket::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+static int new_tcp_socket() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw IoError("socket() failed: " + errno_text(errno));
+  return fd;
+}
+
+Socket Socket::listen_on(const HostPort& hp, int backlog) {
+  sockaddr_in addr = resolve(hp);
+  Socket s(new_tcp_socket());
+  int one = 1;
+  ::setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    throw IoError("cannot listen on " + hp.str() + ": bind failed: " + errno_text(errno));
+  }
+  if (::listen(s.fd(), backlog) != 0) {
+    throw IoError("cannot listen on " + hp.str() + ": " + errno_text(errno));
+  }
+  return s;
+}
+
+Socket Socket::connect_start(const sockaddr_in& addr) {
+  Socket s(new_tcp_socket());
+  s.set_nodelay();
+  int rc = ::connect(s.fd(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  if (rc != 0 && errno != EINPROGRESS) {
+    throw IoError("connect to " + format_sockaddr(addr) + " failed: " + errno_text(errno));
+  }
+  return s;
+}
+
+Socket Socket::connect_blocking(const sockaddr_in& addr, const Deadline& deadline) {
+  Socket s = connect_start(addr);
+  if (!wait_fd(s.fd(), POLLOUT, deadline.remaining())) {
+    throw TimeoutError("connect to " + format_sockaddr(addr) + " timed out");
+  }
+  std::string err = s.finish_connect();
+  if (!err.empty()) throw IoError("connect to " + format_sockaddr(addr) + " failed: " + err);
+  return s;
+}
+
+std::string Socket::finish_connect() const {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno_text(errno);
+  return err == 0 ? std::string() : errno_text(err);
+}
+
+Socket Socket::accept_one() const {
+  int fd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd < 0) return Socket();
+  Socket s(fd);
+  s.set_nodelay();
+  return s;
+}
+
+sockaddr_in Socket::local_address() const {
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  return addr;
+}
+
+sockaddr_in Socket::remote_address() const {
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  ::getpeername(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  return addr;
+}
+
+void Socket::set_nodelay() const {
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+bool wait_fd(int fd, short events, Duration timeout) {
+  pollfd p{fd, events, 0};
+  for (;;) {
+    int ms = static_cast<int>(to_millis(timeout + Millis(1) - Duration(1)));
+    int rc = ::poll(&p, 1, ms < 0 ? 0 : ms);
+    if (rc > 0) return true;
+    if (rc == 0) return false;
+    if (errno != EINTR) return true;  // let the following I/O call report the error
+  }
+}
+
+void Socket::send_all(const void* data, size_t size, const Deadline& deadline) const {
+  auto* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::send(fd_, p, size, MSG_NOSIGNAL);
+    if (n > 0) {
+      p += n;
+      size -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      if (!wait_fd(fd_, POLLOUT, deadline.remaining())) throw TimeoutError("send timed out");
+      continue;
+    }
+    throw IoError("send failed: " + errno_text(errno));
+  }
+}
+
+void Socket::recv_all(void* data, size_t size, const Deadline& deadline) const {
+  auto* p = static_cast<char*>(data);
+  while (size > 0) {
+    ssize_t n = ::recv(fd_, p, size, 0);
+    if (n > 0) {
+      p += n;
+      size -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) throw IoError("connection closed by the remote end");
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+      if (!wait_fd(fd_, POLLIN, deadline.remaining())) throw TimeoutError("receive timed out");
+      continue;
+    }
+    throw IoError("receive failed: " + errno_text(errno));
+  }
+}
+
+}  // namespace pcomm::net

@@ -1,0 +1,61 @@
+// Socket: an owned, move-only TCP file descriptor with the few operations pcomm needs.
+// All sockets are created non-blocking; blocking-style helpers wait with poll() and a
+// Deadline, so no socket call can hang past its deadline.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstddef>
+#include <string>
+
+#include "core/clock.h"
+#include "net/address.h"
+
+namespace pcomm::net {
+
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(int fd) : fd_(fd) {}
+  ~Socket() { close(); }
+  Socket(Socket&& other) noexcept : fd_(other.release()) {}
+  Socket& operator=(Socket&& other) noexcept;
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+
+  int fd() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int release();
+  void close();
+
+  // A listening socket bound to hp (port 0 picks a free port), non-blocking.
+  static Socket listen_on(const HostPort& hp, int backlog = 512);
+  // Starts a non-blocking connect; completion is signalled by writability (see
+  // finish_connect). Throws IoError only for immediate failures.
+  static Socket connect_start(const sockaddr_in& addr);
+  // Blocking connect bounded by the deadline; throws IoError or TimeoutError.
+  static Socket connect_blocking(const sockaddr_in& addr, const Deadline& deadline);
+  // After writability on a connect_start socket: empty string on success, else the error.
+  std::string finish_connect() const;
+  // Accepts one pending connection (non-blocking); invalid Socket when none is pending.
+  Socket accept_one() const;
+
+  sockaddr_in local_address() const;
+  sockaddr_in remote_address() const;
+  void set_nodelay() const;
+
+  // Blocking-style full transfers bounded by the deadline. Throw IoError when the peer
+  // closes or errors and TimeoutError when the deadline passes.
+  void send_all(const void* data, size_t size, const Deadline& deadline) const;
+  void recv_all(void* data, size_t size, const Deadline& deadline) const;
+
+ private:
+  int fd_ = -1;
+};
+
+// Waits until fd is readable (events=POLLIN) or writable (POLLOUT); false on timeout.
+bool wait_fd(int fd, short events, Duration timeout);
+
+std::string errno_text(int err);
+
+}  // namespace pcomm::net

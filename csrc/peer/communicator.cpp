@@ -1,0 +1,452 @@
+// Communicator implementation; see communicator.h.
+#include "peer/communicator.h"
+
+#include <sys/epoll.h>
+
+#include <thread>
+
+#include "core/errors.h"
+#include "net/address.h"
+
+namespace pcomm::peer {
+
+namespace {
+// How often the peer checks the coordinator's silence and considers sending a heartbeat.
+constexpr Millis kTickInterval{25};
+constexpr int kHeartbeatsPerTimeout = 4;
+// Pause between attempts to reach a coordinator that refused the connection.
+constexpr Millis kConnectRetry{100};
+// Link setup for an epoch must finish within this (or the heartbeat timeout, if longer).
+constexpr std::chrono::seconds kLinkSetupTimeout{10};
+// Incoming links for an epoch this peer has not heard of yet are parked; at most this many.
+constexpr size_t kMaxEarlyLinks = 256;
+constexpr uint32_t kMaxConnectionsPerPeer = 64;
+}  // namespace
+
+Communicator::Communicator(CommunicatorOptions options)
+    : options_(std::move(options)), log_([this] {
+        std::lock_guard<std::mutex> lock(log_mutex_);
+        return log_context_;
+      }) {
+  net::parse_host_port(options_.coordinator, /*allow_port_zero=*/false);
+  net::parse_host_port(options_.data_listen, /*allow_port_zero=*/true);
+  if (options_.connections_per_peer < 1 || options_.connections_per_peer > kMaxConnectionsPerPeer) {
+    throw InvalidArgument("connections_per_peer must be between 1 and " + std::to_string(kMaxConnectionsPerPeer) +
+                          ", got " + std::to_string(options_.connections_per_peer));
+  }
+  if (options_.timeout <= Duration::zero()) throw InvalidArgument("timeout must be positive");
+  if (options_.run.empty() || options_.run.size() > 256) throw InvalidArgument("run name must be 1 to 256 characters");
+}
+
+Communicator::~Communicator() { close(); }
+
+void Communicator::update_log_context(const std::string& peer_id, uint64_t epoch) {
+  std::lock_guard<std::mutex> lock(log_mutex_);
+  log_context_ = "peer " + (peer_id.empty() ? std::string("-") : peer_id) + " epoch " + std::to_string(epoch);
+}
+
+// ---- caller thread -------------------------------------------------------------------
+
+void Communicator::connect(Duration timeout) {
+  Deadline deadline(timeout);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ == State::kClosed) throw InvalidArgument("this communicator is closed; create a new one");
+    if (state_ == State::kActive || state_ == State::kJoining) {
+      throw InvalidArgument("already connected as peer " + peer_id_ + "; close() first");
+    }
+  }
+  if (!loop_started_) {
+    loop_.start();
+    loop_started_ = true;
+  }
+  // Reach the coordinator from this thread (the GIL is released by the binding); retry
+  // refusals so a peer may start a moment before its coordinator.
+  auto coord_hp = net::parse_host_port(options_.coordinator, false);
+  net::Socket sock;
+  std::string last_error;
+  while (!sock.valid()) {
+    try {
+      sock = net::Socket::connect_blocking(net::resolve(coord_hp), deadline);
+    } catch (const TimeoutError&) {
+      last_error = "connection attempt timed out";
+    } catch (const IoError& e) {
+      last_error = e.what();
+    }
+    if (sock.valid()) break;
+    if (deadline.remaining() <= kConnectRetry) {
+      throw TimeoutError("could not reach the coordinator at " + options_.coordinator + " within " +
+                         std::to_string(duration_to_seconds(timeout)) + " s: " + last_error);
+    }
+    std::this_thread::sleep_for(kConnectRetry);
+  }
+  // Listen for data links; advertise the local address we reach the coordinator from.
+  auto listen_hp = net::parse_host_port(options_.data_listen, true);
+  auto listener = std::make_shared<net::Socket>(net::Socket::listen_on(listen_hp));
+  auto local = net::parse_host_port(net::format_sockaddr(sock.local_address()), true);
+  auto bound = net::parse_host_port(net::format_sockaddr(listener->local_address()), true);
+  std::string advertised = (listen_hp.host == "0.0.0.0" ? local.host : listen_hp.host) + ":" +
+                           std::to_string(bound.port);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    state_ = State::kJoining;
+    fail_kind_ = FailKind::kNone;
+    fail_message_.clear();
+    peer_id_.clear();
+    data_address_ = advertised;
+    epoch_ = ready_epoch_ = 0;
+    ring_.clear();
+    rank_ = -1;
+    pending_peers_ = 0;
+    links_.reset();
+  }
+  update_log_context("", 0);
+  auto coord_sock = std::make_shared<net::Socket>(std::move(sock));
+  loop_.post([this, coord_sock, listener, advertised] {
+    ++session_;
+    if (coord_) coord_->close("reconnecting");
+    teardown_links();
+    if (data_listener_.valid()) loop_.remove_fd(data_listener_.fd());
+    data_listener_ = std::move(*listener);
+    loop_.add_fd(data_listener_.fd(), EPOLLIN, [this](uint32_t) { on_data_accept(); });
+    coord_ = net::FramedConnection::create(loop_, std::move(*coord_sock));
+    auto conn = coord_;
+    coord_->start([this](uint16_t t, const uint8_t* p, size_t n) { on_coordinator_frame(t, p, n); },
+                  [this, conn](const std::string& reason) {
+                    if (conn == coord_) on_coordinator_closed(reason);
+                  });
+    last_heard_ = Clock::now();
+    heartbeat_timeout_ = Duration::zero();
+    coord_->send(proto::frame_of(proto::Hello{options_.run, advertised, ""}));
+  });
+  std::unique_lock<std::mutex> lock(mutex_);
+  try {
+    wait_until(lock, deadline, "connect", [this] { return state_ == State::kActive; });
+  } catch (const Error&) {
+    // Give up the half-made membership so the coordinator does not admit a peer that left.
+    state_ = state_ == State::kClosed ? State::kClosed : State::kIdle;
+    lock.unlock();
+    loop_.post([this] {
+      ++session_;
+      if (coord_) coord_->close("connect gave up");
+      coord_.reset();
+      teardown_links();
+    });
+    throw;
+  }
+  log_.info("connected: rank ", rank_, " of ", ring_.size());
+}
+
+void Communicator::update_topology(Duration timeout) {
+  Deadline deadline(timeout);
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (state_ == State::kFailed) raise_failure();
+  if (state_ != State::kActive) throw InvalidArgument("not connected: call connect() first");
+  uint64_t seq = ++topo_seq_;
+  loop_.post([this, seq] {
+    if (coord_) coord_->send(proto::frame_of(proto::UpdateTopology{seq}));
+  });
+  wait_until(lock, deadline, "update_topology", [this, seq] { return topo_done_seq_ >= seq; });
+}
+
+void Communicator::close() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ == State::kClosed) return;
+    state_ = State::kClosed;
+    links_.reset();
+  }
+  cv_.notify_all();
+  if (!loop_started_) return;
+  loop_.post([this] {
+    ++session_;
+    if (coord_ && !coord_->closed()) {
+      coord_->send(proto::frame_of(proto::MsgType::kLeave, proto::EpochMsg{0}.encode()));
+      coord_->close("closed by the user");
+    }
+    coord_.reset();
+    teardown_links();
+    if (data_listener_.valid()) loop_.remove_fd(data_listener_.fd());
+    data_listener_.close();
+  });
+  loop_.stop();
+}
+
+void Communicator::wait_until(std::unique_lock<std::mutex>& lock, const Deadline& deadline, const char* what,
+                              const std::function<bool()>& done) {
+  for (;;) {
+    if (done()) return;
+    if (state_ == State::kFailed) raise_failure();
+    if (state_ == State::kClosed) throw Aborted(std::string(what) + " interrupted: the communicator was closed");
+    if (cv_.wait_until(lock, deadline.at()) == std::cv_status::timeout && !done()) {
+      if (state_ == State::kFailed) raise_failure();
+      throw TimeoutError(std::string(what) + " timed out (peer " + (peer_id_.empty() ? "-" : peer_id_) +
+                         ", epoch " + std::to_string(epoch_) + ")");
+    }
+  }
+}
+
+void Communicator::raise_failure() const {
+  switch (fail_kind_) {
+    case FailKind::kPeerLost: throw PeerLostError(fail_message_);
+    case FailKind::kProtocol: throw ProtocolError(fail_message_);
+    case FailKind::kInvalid: throw InvalidArgument(fail_message_);
+    default: throw CoordinatorLostError(fail_message_);
+  }
+}
+
+int Communicator::world_size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return static_cast<int>(ring_.size());
+}
+int Communicator::rank() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return rank_;
+}
+uint64_t Communicator::epoch() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return epoch_;
+}
+std::string Communicator::peer_id() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return peer_id_;
+}
+std::vector<std::string> Communicator::peers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return ring_;
+}
+uint32_t Communicator::pending_peers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pending_peers_;
+}
+bool Communicator::connected() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return state_ == State::kActive;
+}
+
+// ---- loop thread ---------------------------------------------------------------------
+
+void Communicator::fail(FailKind kind, const std::string& message) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ != State::kJoining && state_ != State::kActive) return;
+    state_ = State::kFailed;
+    fail_kind_ = kind;
+    fail_message_ = message;
+    links_.reset();
+  }
+  log_.error(message);
+  cv_.notify_all();
+}
+
+void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, size_t size) {
+  last_heard_ = Clock::now();
+  using proto::MsgType;
+  switch (static_cast<MsgType>(type)) {
+    case MsgType::kWelcome: {
+      auto w = proto::Welcome::decode(payload, size);
+      heartbeat_timeout_ = Millis(w.heartbeat_timeout_ms);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        peer_id_ = w.peer_id;
+      }
+      update_log_context(w.peer_id, 0);
+      log_.info("welcomed by the coordinator as ", w.accepted ? "accepted" : "pending", " (seen from ",
+                w.observed_address, ")");
+      uint64_t session = session_;
+      loop_.run_after(kTickInterval, [this, session] { heartbeat_tick(session); });
+      return;
+    }
+    case MsgType::kHeartbeat: {
+      auto hb = proto::Heartbeat::decode(payload, size);
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_peers_ = hb.pending_peers;
+      return;
+    }
+    case MsgType::kTopology:
+      on_topology(proto::Topology::decode(payload, size));
+      return;
+    case MsgType::kEpochReady: {
+      uint64_t e = proto::EpochMsg::decode(payload, size).epoch;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (e != epoch_) return;  // superseded by a newer topology already
+        ready_epoch_ = e;
+        if (state_ == State::kJoining) state_ = State::kActive;
+      }
+      log_.debug("epoch ", e, " ready");
+      cv_.notify_all();
+      return;
+    }
+    case MsgType::kTopologyDone: {
+      auto done = proto::TopologyDone::decode(payload, size);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (done.seq > topo_done_seq_) topo_done_seq_ = done.seq;
+      }
+      cv_.notify_all();
+      return;
+    }
+    case MsgType::kError: {
+      auto err = proto::ErrorMsg::decode(payload, size);
+      switch (err.code) {
+        case proto::ErrorCode::kDropped:
+          fail(FailKind::kPeerLost, "this peer was dropped from the run by the coordinator (" + err.text +
+                                        "); call connect() to rejoin as a new peer");
+          break;
+        case proto::ErrorCode::kShutdown:
+          fail(FailKind::kCoordinatorLost, "the coordinator at " + options_.coordinator + " shut down");
+          break;
+        case proto::ErrorCode::kRunMismatch:
+          fail(FailKind::kInvalid, err.text);
+          break;
+        default:
+          fail(FailKind::kProtocol, "the coordinator refused this peer: " + err.text);
+      }
+      coord_->close("coordinator sent an error");
+      return;
+    }
+    default:
+      throw ProtocolError("unexpected message type " + std::to_string(type) + " from the coordinator");
+  }
+}
+
+void Communicator::on_coordinator_closed(const std::string& reason) {
+  fail(FailKind::kCoordinatorLost, "lost the coordinator at " + options_.coordinator + ": " + reason);
+  teardown_links();
+}
+
+void Communicator::heartbeat_tick(uint64_t session) {
+  if (session != session_ || !coord_ || coord_->closed()) return;
+  auto now = Clock::now();
+  if (now - last_heard_ > heartbeat_timeout_) {
+    fail(FailKind::kCoordinatorLost, "the coordinator at " + options_.coordinator + " was silent for more than " +
+                                         std::to_string(to_millis(heartbeat_timeout_)) + " ms");
+    coord_->close("heartbeat timeout");
+    teardown_links();
+    return;
+  }
+  if (now - coord_->last_send_time() >= heartbeat_timeout_ / kHeartbeatsPerTimeout) {
+    coord_->send(proto::frame_of(proto::Heartbeat{0}));
+  }
+  loop_.run_after(kTickInterval, [this, session] { heartbeat_tick(session); });
+}
+
+void Communicator::on_topology(const proto::Topology& topology) {
+  std::string self;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    self = peer_id_;
+  }
+  int rank = -1;
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < topology.ring.size(); ++i) {
+    ids.push_back(topology.ring[i].peer_id);
+    if (topology.ring[i].peer_id == self) rank = static_cast<int>(i);
+  }
+  if (rank < 0) throw ProtocolError("topology for epoch " + std::to_string(topology.epoch) + " does not include this peer");
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    epoch_ = topology.epoch;
+    ring_ = ids;
+    rank_ = rank;
+    links_.reset();
+  }
+  update_log_context(self, topology.epoch);
+  log_.info("topology: rank ", rank, " of ", ids.size());
+  cv_.notify_all();
+  if (builder_) builder_->cancel();
+  builder_.reset();
+  uint64_t epoch = topology.epoch;
+  auto report_ready = [this, epoch](LinkSet set) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (epoch_ == epoch) links_ = std::make_shared<LinkSet>(std::move(set));
+    }
+    if (coord_) coord_->send(proto::frame_of(proto::MsgType::kLinksReady, proto::EpochMsg{epoch}.encode()));
+  };
+  size_t n = ids.size();
+  if (n == 1) {
+    report_ready(LinkSet{epoch, self, self, {}, {}});
+    return;
+  }
+  LinkPlan plan;
+  plan.run = options_.run;
+  plan.self_id = self;
+  plan.epoch = epoch;
+  plan.left_id = ids[(static_cast<size_t>(rank) + n - 1) % n];
+  const auto& right = topology.ring[(static_cast<size_t>(rank) + 1) % n];
+  plan.right_id = right.peer_id;
+  plan.right_address = right.data_address;
+  plan.connections = options_.connections_per_peer;
+  plan.timeout = std::max<Duration>(kLinkSetupTimeout, heartbeat_timeout_);
+  builder_ = std::make_shared<LinkBuilder>(
+      loop_, plan, log_, report_ready, [this, epoch](const std::string& neighbour, const std::string& reason) {
+        log_.warn("links of epoch ", epoch, " failed: ", reason);
+        if (coord_) coord_->send(proto::frame_of(proto::LinksFailed{epoch, neighbour, reason}));
+      });
+  builder_->start();
+  // Connections that arrived before this topology: hand over this epoch's, drop older ones.
+  auto early = std::move(early_links_);
+  early_links_.clear();
+  for (auto& [hello, conn] : early) {
+    if (conn->closed()) continue;
+    route_link_hello(hello, conn);
+  }
+}
+
+void Communicator::on_data_accept() {
+  for (;;) {
+    net::Socket s = data_listener_.accept_one();
+    if (!s.valid()) return;
+    auto conn = net::FramedConnection::create(loop_, std::move(s));
+    std::weak_ptr<net::FramedConnection> weak = conn;
+    conn->start(
+        [this, weak](uint16_t type, const uint8_t* p, size_t n) {
+          auto c = weak.lock();
+          if (!c) return;
+          if (type != static_cast<uint16_t>(proto::MsgType::kLinkHello)) {
+            throw ProtocolError("expected LinkHello on the data port, got message type " + std::to_string(type));
+          }
+          auto hello = proto::LinkHello::decode(p, n);
+          if (hello.run != options_.run) {
+            throw InvalidArgument("run name mismatch: this peer is in run '" + options_.run + "', not '" +
+                                  hello.run + "'");
+          }
+          route_link_hello(hello, c);
+        },
+        [](const std::string&) {});
+    // A connection that never completes its handshake is closed.
+    loop_.run_after(kLinkSetupTimeout, [weak] {
+      if (auto c = weak.lock()) c->close("link handshake timed out");
+    });
+  }
+}
+
+void Communicator::route_link_hello(const proto::LinkHello& hello,
+                                    const std::shared_ptr<net::FramedConnection>& conn) {
+  uint64_t current;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    current = epoch_;
+  }
+  if (builder_ && builder_->epoch() == hello.epoch) {
+    builder_->offer(hello, conn);
+  } else if (hello.epoch > current && early_links_.size() < kMaxEarlyLinks) {
+    early_links_.emplace_back(hello, conn);  // our topology for that epoch is on its way
+  } else {
+    conn->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kBadRequest),
+                               "no link setup in progress for epoch " + std::to_string(hello.epoch));
+  }
+}
+
+void Communicator::teardown_links() {
+  if (builder_) builder_->cancel();
+  builder_.reset();
+  for (auto& [hello, conn] : early_links_) conn->close("link setup abandoned");
+  early_links_.clear();
+  std::lock_guard<std::mutex> lock(mutex_);
+  links_.reset();
+}
+
+}  // namespace pcomm::peer

@@ -1,0 +1,114 @@
+// Communicator: one peer of a run. It keeps a connection to the coordinator (hello,
+// heartbeats both ways, topology updates) and the data links of the current epoch.
+//
+// Threads: the caller's thread runs the public methods, which post work to this peer's
+// EventLoop thread and wait on a condition variable with a deadline; everything that
+// touches sockets runs on the loop thread. State shared between the two is under mutex_.
+// Any failure of the coordinator link (closed, silent past the heartbeat timeout, an
+// Error frame) is recorded once and every current and later wait raises it, until
+// connect() starts over as a new peer.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "net/event_loop.h"
+#include "net/frame_conn.h"
+#include "peer/links.h"
+#include "proto/messages.h"
+
+namespace pcomm::peer {
+
+struct CommunicatorOptions {
+  std::string coordinator;  // "host:port"
+  std::string run = "default";
+  uint32_t connections_per_peer = 4;
+  Duration timeout = std::chrono::seconds(30);
+  std::string data_listen = "0.0.0.0:0";  // where this peer accepts data links
+};
+
+class Communicator {
+ public:
+  explicit Communicator(CommunicatorOptions options);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  // Blocking calls; each waits at most `timeout` and throws a pcomm error type.
+  void connect(Duration timeout);
+  void update_topology(Duration timeout);
+  void close();
+
+  int world_size() const;
+  int rank() const;
+  uint64_t epoch() const;
+  std::string peer_id() const;
+  std::vector<std::string> peers() const;
+  uint32_t pending_peers() const;
+  bool connected() const;
+  Duration default_timeout() const { return options_.timeout; }
+
+ private:
+  enum class State { kIdle, kJoining, kActive, kFailed, kClosed };
+  enum class FailKind { kNone, kCoordinatorLost, kPeerLost, kProtocol, kInvalid };
+
+  // Loop thread.
+  void on_coordinator_frame(uint16_t type, const uint8_t* payload, size_t size);
+  void on_coordinator_closed(const std::string& reason);
+  void on_topology(const proto::Topology& topology);
+  void on_data_accept();
+  void route_link_hello(const proto::LinkHello& hello, const std::shared_ptr<net::FramedConnection>& conn);
+  void heartbeat_tick(uint64_t session);
+  void fail(FailKind kind, const std::string& message);
+  void teardown_links();
+
+  // Caller thread.
+  void wait_until(std::unique_lock<std::mutex>& lock, const Deadline& deadline, const char* what,
+                  const std::function<bool()>& done);
+  [[noreturn]] void raise_failure() const;
+  std::string log_context() const;
+
+  CommunicatorOptions options_;
+  Logger log_;
+  net::EventLoop loop_;
+  bool loop_started_ = false;
+
+  // Loop-thread state.
+  std::shared_ptr<net::FramedConnection> coord_;
+  net::Socket data_listener_;
+  std::shared_ptr<LinkBuilder> builder_;
+  std::vector<std::pair<proto::LinkHello, std::shared_ptr<net::FramedConnection>>> early_links_;
+  TimePoint last_heard_;
+  Duration heartbeat_timeout_{};
+  uint64_t session_ = 0;  // bumps on every connect(), so stale timers stop
+
+  // Shared state, under mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  State state_ = State::kIdle;
+  FailKind fail_kind_ = FailKind::kNone;
+  std::string fail_message_;
+  std::string peer_id_;
+  std::string data_address_;
+  uint64_t epoch_ = 0;
+  uint64_t ready_epoch_ = 0;
+  std::vector<std::string> ring_;
+  int rank_ = -1;
+  uint32_t pending_peers_ = 0;
+  uint64_t topo_seq_ = 0;
+  uint64_t topo_done_seq_ = 0;
+  std::shared_ptr<LinkSet> links_;  // data links of epoch_ once built (used by collectives)
+
+  mutable std::mutex log_mutex_;  // guards log_context_ only, so logging never takes mutex_
+  std::string log_context_ = "peer - epoch 0";
+  void update_log_context(const std::string& peer_id, uint64_t epoch);
+};
+
+}  // namespace pcomm::peer

@@ -1,0 +1,144 @@
+// Control messages of the coordination plane and of data-link handshakes. Each message is
+// a struct with encode() and a static decode() that validates every field; message type
+// numbers are part of the protocol and never reused.
+//
+// Coordinator link (peer <-> coordinator):
+//   peer -> coord : Hello, Heartbeat, UpdateTopology, LinksReady, LinksFailed, Leave
+//   coord -> peer : Welcome, Heartbeat, Topology, EpochReady, TopologyDone, Error
+// Data links (peer -> right neighbour): LinkHello, answered by LinkAck or Error.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "proto/wire.h"
+
+namespace pcomm::proto {
+
+enum class MsgType : uint16_t {
+  kError = 1,  // frozen across versions (see wire.h)
+  kHello = 2,
+  kWelcome = 3,
+  kHeartbeat = 4,
+  kUpdateTopology = 5,
+  kTopology = 6,
+  kLinksReady = 7,
+  kLinksFailed = 8,
+  kEpochReady = 9,
+  kTopologyDone = 10,
+  kLeave = 11,
+  kLinkHello = 20,
+  kLinkAck = 21,
+};
+
+// Why a connection is being closed; carried by ErrorMsg so the far side can raise the
+// right typed error.
+enum class ErrorCode : uint16_t {
+  kVersionMismatch = 1,
+  kRunMismatch = 2,
+  kProtocol = 3,
+  kDropped = 4,     // the coordinator dropped this peer (missed heartbeats, failed links)
+  kShutdown = 5,    // the coordinator is stopping
+  kBadRequest = 6,  // a well-formed message that makes no sense in this state
+};
+
+struct ErrorMsg {
+  static constexpr MsgType kType = MsgType::kError;
+  ErrorCode code = ErrorCode::kProtocol;
+  std::string text;
+  std::vector<uint8_t> encode() const;
+  static ErrorMsg decode(const uint8_t* data, size_t size);
+};
+
+struct Hello {
+  static constexpr MsgType kType = MsgType::kHello;
+  std::string run;
+  std::string data_address;  // "host:port" where this peer accepts data links
+  std::string credentials;   // reserved for authentication; empty today
+  std::vector<uint8_t> encode() const;
+  static Hello decode(const uint8_t* data, size_t size);
+};
+
+struct Welcome {
+  static constexpr MsgType kType = MsgType::kWelcome;
+  std::string peer_id;
+  bool accepted = false;  // false: pending until the next update_topology admits it
+  uint32_t heartbeat_timeout_ms = 0;
+  std::string observed_address;  // the peer's address as the coordinator sees it
+  std::vector<uint8_t> encode() const;
+  static Welcome decode(const uint8_t* data, size_t size);
+};
+
+struct Heartbeat {
+  static constexpr MsgType kType = MsgType::kHeartbeat;
+  uint32_t pending_peers = 0;  // meaningful coordinator -> peer only
+  std::vector<uint8_t> encode() const;
+  static Heartbeat decode(const uint8_t* data, size_t size);
+};
+
+struct UpdateTopology {
+  static constexpr MsgType kType = MsgType::kUpdateTopology;
+  uint64_t seq = 0;  // echoed in TopologyDone so a late answer never satisfies a new call
+  std::vector<uint8_t> encode() const;
+  static UpdateTopology decode(const uint8_t* data, size_t size);
+};
+
+struct RingMember {
+  std::string peer_id;
+  std::string data_address;
+  bool operator==(const RingMember&) const = default;
+};
+
+struct Topology {
+  static constexpr MsgType kType = MsgType::kTopology;
+  uint64_t epoch = 0;
+  std::vector<RingMember> ring;  // ring order; rank = position
+  std::vector<uint8_t> encode() const;
+  static Topology decode(const uint8_t* data, size_t size);
+};
+
+struct EpochMsg {  // LinksReady and EpochReady carry only an epoch
+  uint64_t epoch = 0;
+  std::vector<uint8_t> encode() const;
+  static EpochMsg decode(const uint8_t* data, size_t size);
+};
+
+struct LinksFailed {
+  static constexpr MsgType kType = MsgType::kLinksFailed;
+  uint64_t epoch = 0;
+  std::string neighbour_id;  // the neighbour that could not be reached
+  std::string reason;
+  std::vector<uint8_t> encode() const;
+  static LinksFailed decode(const uint8_t* data, size_t size);
+};
+
+struct TopologyDone {
+  static constexpr MsgType kType = MsgType::kTopologyDone;
+  uint64_t seq = 0;
+  uint64_t epoch = 0;
+  std::vector<uint8_t> encode() const;
+  static TopologyDone decode(const uint8_t* data, size_t size);
+};
+
+struct LinkHello {
+  static constexpr MsgType kType = MsgType::kLinkHello;
+  std::string run;
+  std::string from_peer;
+  uint64_t epoch = 0;
+  uint32_t index = 0;  // which connection of the pool this is
+  uint32_t count = 0;  // pool size
+  std::vector<uint8_t> encode() const;
+  static LinkHello decode(const uint8_t* data, size_t size);
+};
+
+// Builds a full frame for a message struct.
+template <typename M>
+std::vector<uint8_t> frame_of(const M& m) {
+  return make_frame(static_cast<uint16_t>(M::kType), m.encode());
+}
+inline std::vector<uint8_t> frame_of(MsgType type, const std::vector<uint8_t>& payload) {
+  return make_frame(static_cast<uint16_t>(type), payload);
+}
+
+}  // namespace pcomm::proto

@@ -1,0 +1,11 @@
+"""pcomm: fault-tolerant peer-to-peer collective communication for training across the
+internet. See README.md and docs/ for the guide."""
+
+from . import errors
+from ._pcomm import PROTOCOL_VERSION
+from .communicator import Communicator
+from .coordinator import Coordinator
+
+__version__ = "0.1.0"
+
+__all__ = ["Communicator", "Coordinator", "errors", "PROTOCOL_VERSION", "__version__"]

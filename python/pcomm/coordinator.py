@@ -1,0 +1,74 @@
+"""The run's coordinator: admits peers, orders the ring, detects failures.
+
+It runs on its own C++ thread and never holds the GIL while it waits, so it can live
+inside a training process or stand alone (``pcomm coordinator``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from . import _pcomm
+from ._timeouts import to_seconds
+
+__all__ = ["Coordinator"]
+
+
+class Coordinator:
+    """A pcomm coordinator.
+
+    Args:
+        listen: ``"host:port"`` to listen on; port 0 picks a free port (see ``address``).
+        heartbeat_timeout: seconds of silence after which a peer is dropped (peers also
+            drop a coordinator silent for this long).
+        run: the run name peers must give in their hello.
+    """
+
+    def __init__(
+        self,
+        listen: str = "127.0.0.1:0",
+        heartbeat_timeout: float | timedelta = 5.0,
+        run: str = "default",
+    ) -> None:
+        seconds = to_seconds(heartbeat_timeout, "heartbeat_timeout")
+        self._impl = _pcomm.Coordinator(listen=listen, run=run, heartbeat_timeout=seconds)
+        self.run = run
+        self.heartbeat_timeout = seconds
+
+    def start(self) -> "Coordinator":
+        """Binds the listening socket and starts serving; returns self."""
+        self._impl.start()
+        return self
+
+    def stop(self) -> None:
+        """Closes every connection (peers see CoordinatorLostError) and stops. Idempotent."""
+        self._impl.stop()
+
+    @property
+    def address(self) -> str:
+        """The ``"host:port"`` actually bound (after ``start()``)."""
+        return self._impl.address
+
+    @property
+    def epoch(self) -> int:
+        return self._impl.snapshot()["epoch"]
+
+    @property
+    def peers(self) -> list[str]:
+        """Accepted peer ids in ring order."""
+        return list(self._impl.snapshot()["ring"])
+
+    @property
+    def pending_peers(self) -> int:
+        return self._impl.snapshot()["pending"]
+
+    def __enter__(self) -> "Coordinator":
+        if not self._impl.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Coordinator(address={self.address!r}, run={self.run!r})"
