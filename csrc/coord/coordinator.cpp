@@ -245,6 +245,10 @@ void Coordinator::apply(const Actions& actions) {
 }
 
 void Coordinator::tick() {
+  // Take in what peers already sent before judging their silence (see pump()).
+  std::vector<std::shared_ptr<net::FramedConnection>> links;
+  for (auto& [id, conn] : conns_) links.push_back(conn.link);
+  for (auto& link : links) link->pump();
   auto now = Clock::now();
   apply(membership_.on_tick(now));
   std::vector<uint64_t> stale;

@@ -43,6 +43,10 @@ void FramedConnection::on_events(uint32_t events) {
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_some();
 }
 
+void FramedConnection::pump() {
+  if (!closed_) read_some();
+}
+
 void FramedConnection::read_some() {
   uint8_t buf[kReadChunk];
   for (int round = 0; round < 16 && !closed_; ++round) {

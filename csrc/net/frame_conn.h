@@ -33,6 +33,10 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // Registers with the loop and starts reading. Handlers are set before start().
   void start(FrameHandler on_frame, CloseHandler on_close);
   void send(std::vector<uint8_t> frame);
+  // Reads and handles whatever input is already buffered in the kernel, now. Deadline
+  // checks call this first, so a process resumed after a freeze judges its peers by what
+  // they sent, not by how long it itself was stopped.
+  void pump();
   // Sends an Error frame, then closes once it is flushed (or after a short grace period).
   void send_error_and_close(uint16_t code, const std::string& text);
   // Closes now; on_close runs with reason (unless already closed).

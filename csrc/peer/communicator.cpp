@@ -318,6 +318,8 @@ void Communicator::on_coordinator_closed(const std::string& reason) {
 
 void Communicator::heartbeat_tick(uint64_t session) {
   if (session != session_ || !coord_ || coord_->closed()) return;
+  coord_->pump();  // judge the coordinator by what it sent, not by our own freeze
+  if (session != session_ || !coord_ || coord_->closed()) return;
   auto now = Clock::now();
   if (now - last_heard_ > heartbeat_timeout_) {
     fail(FailKind::kCoordinatorLost, "the coordinator at " + options_.coordinator + " was silent for more than " +

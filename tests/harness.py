@@ -1,0 +1,151 @@
+"""Test helpers: peers and coordinators as real processes that tests can kill.
+
+PeerProcess runs tests/peer_worker.py; send() queues a command without waiting (so a
+test can start a blocking connect() and drive other peers meanwhile) and reply() reads
+the next answer with a deadline, so a test never hangs on a stuck process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+WORKER = os.path.join(os.path.dirname(__file__), "peer_worker.py")
+
+
+class ProcessFailed(AssertionError):
+    pass
+
+
+class _Proc:
+    def __init__(self, argv: list[str], env: dict | None = None) -> None:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr_lines: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump_err, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _pump_err(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+
+    def read_line(self, timeout: float) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise ProcessFailed(f"no output within {timeout} s; stderr:\n{self.stderr()}") from None
+        if line is None:
+            raise ProcessFailed(f"process exited ({self.proc.poll()}); stderr:\n{self.stderr()}")
+        return line
+
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines[-40:])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.kill()
+
+
+class PeerProcess(_Proc):
+    def __init__(self, coordinator: str, env: dict | None = None, **kwargs) -> None:
+        kwargs["coordinator"] = coordinator
+        super().__init__([sys.executable, WORKER, json.dumps(kwargs)], env)
+        assert self.reply(timeout=30)["result"] == "ready"
+
+    def send(self, op: str, **args) -> None:
+        args["op"] = op
+        self.proc.stdin.write(json.dumps(args) + "\n")
+        self.proc.stdin.flush()
+
+    def reply(self, timeout: float = 30) -> dict:
+        return json.loads(self.read_line(timeout))
+
+    # `wait` bounds how long the test waits for the reply; `timeout` in args goes to pcomm.
+    def call(self, op: str, wait: float = 30, **args) -> dict:
+        self.send(op, **args)
+        return self.reply(wait)
+
+    def ok(self, op: str, wait: float = 30, **args):
+        r = self.call(op, wait, **args)
+        if not r["ok"]:
+            raise ProcessFailed(f"{op} failed: {r['error']}: {r['message']}")
+        return r["result"]
+
+
+class CoordinatorProcess(_Proc):
+    """`pcomm coordinator` as a process (for tests that kill the coordinator)."""
+
+    def __init__(self, heartbeat_timeout: float = 5.0, run: str = "default", env: dict | None = None) -> None:
+        super().__init__(
+            [
+                sys.executable, "-m", "pcomm", "coordinator", "--listen", "127.0.0.1:0",
+                "--heartbeat-timeout", str(heartbeat_timeout), "--run", run,
+            ],
+            env,
+        )
+        first = self.read_line(30)
+        self.address = first.strip().rsplit(" ", 1)[-1]
+
+
+def connect_all(peers: list[PeerProcess], timeout: float = 30) -> None:
+    """Connects peers one by one: the first is accepted at once, each later one is
+    admitted by an update_topology of those already in."""
+    peers[0].ok("connect")
+    for i in range(1, len(peers)):
+        peers[i].send("connect")
+        # Only once the coordinator counts it as pending will the barrier admit it.
+        assert wait_for(lambda: peers[0].ok("info")["pending_peers"] >= 1, timeout), "joiner never became pending"
+        for p in peers[:i]:
+            p.send("update_topology")
+        for p in peers[: i + 1]:
+            r = p.reply(timeout)
+            assert r["ok"], r
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.005):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
