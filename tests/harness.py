@@ -126,19 +126,25 @@ class CoordinatorProcess(_Proc):
         self.address = first.strip().rsplit(" ", 1)[-1]
 
 
+def admit(members: list[PeerProcess], joiner: PeerProcess, timeout: float = 30) -> list[dict]:
+    """The joiner connects and the accepted members admit it with update_topology.
+    Returns the replies (members first, joiner last); each must be ok."""
+    joiner.send("connect")
+    # Only once the coordinator counts it as pending will the barrier admit it.
+    assert wait_for(lambda: members[0].ok("info")["pending_peers"] >= 1, timeout), "joiner never became pending"
+    for p in members:
+        p.send("update_topology")
+    replies = [p.reply(timeout) for p in members + [joiner]]
+    assert all(r["ok"] for r in replies), replies
+    return replies
+
+
 def connect_all(peers: list[PeerProcess], timeout: float = 30) -> None:
     """Connects peers one by one: the first is accepted at once, each later one is
     admitted by an update_topology of those already in."""
     peers[0].ok("connect")
     for i in range(1, len(peers)):
-        peers[i].send("connect")
-        # Only once the coordinator counts it as pending will the barrier admit it.
-        assert wait_for(lambda: peers[0].ok("info")["pending_peers"] >= 1, timeout), "joiner never became pending"
-        for p in peers[:i]:
-            p.send("update_topology")
-        for p in peers[: i + 1]:
-            r = p.reply(timeout)
-            assert r["ok"], r
+        admit(peers[:i], peers[i], timeout)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.005):

@@ -5,7 +5,7 @@ import time
 
 import pcomm
 import pytest
-from harness import CoordinatorProcess, connect_all, wait_for
+from harness import CoordinatorProcess, admit, connect_all
 
 
 @pytest.fixture
@@ -55,13 +55,8 @@ def test_sigstop_peer_dropped_within_heartbeat_then_rejoins(fast_coordinator, sp
     assert r["error"] == "PeerLostError"
     assert "dropped" in r["message"] and "connect()" in r["message"]
     # It can come back as a new peer.
-    peers[1].send("connect")
-    assert wait_for(lambda: peers[0].ok("info")["pending_peers"] == 1, 5)
-    peers[0].send("update_topology")
-    peers[2].send("update_topology")
-    replies = [p.reply(10) for p in peers]
-    assert all(r["ok"] for r in replies), replies
-    new_id = replies[1]["result"]["peer_id"]
+    replies = admit([peers[0], peers[2]], peers[1])
+    new_id = replies[2]["result"]["peer_id"]
     assert new_id and new_id != old_id
     assert [r["result"]["world_size"] for r in replies] == [3, 3, 3]
 

@@ -24,6 +24,7 @@ def test_four_peers_admitted_then_fifth_joins_late(coordinator, spawn):
     # Pending: not admitted until the accepted peers call update_topology.
     time.sleep(0.2)
     assert peers[0].ok("info")["world_size"] == 4
+    assert coordinator.pending_peers == 1
     for p in peers:
         p.send("update_topology")
     replies = [p.reply(20) for p in peers] + [late.reply(20)]

@@ -41,7 +41,8 @@ void register_peer(py::module_& m) {
       .def_property_readonly("peer_id", &peer::Communicator::peer_id)
       .def_property_readonly("peers", &peer::Communicator::peers)
       .def_property_readonly("pending_peers", &peer::Communicator::pending_peers)
-      .def_property_readonly("connected", &peer::Communicator::connected);
+      .def_property_readonly("connected", &peer::Communicator::connected)
+      .def_property_readonly("data_address", &peer::Communicator::data_address);
 }
 
 }  // namespace pcomm::bindings

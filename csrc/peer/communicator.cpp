@@ -219,6 +219,10 @@ uint32_t Communicator::pending_peers() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return pending_peers_;
 }
+std::string Communicator::data_address() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return data_address_;
+}
 bool Communicator::connected() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return state_ == State::kActive;

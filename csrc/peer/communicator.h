@@ -53,6 +53,7 @@ class Communicator {
   std::vector<std::string> peers() const;
   uint32_t pending_peers() const;
   bool connected() const;
+  std::string data_address() const;
   Duration default_timeout() const { return options_.timeout; }
 
  private:

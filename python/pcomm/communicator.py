@@ -118,7 +118,13 @@ class Communicator:
 
     @property
     def connected(self) -> bool:
+        """True while this peer is an accepted member of the run."""
         return self._impl.connected
+
+    @property
+    def data_address(self) -> str:
+        """The ``"host:port"`` this peer advertises for data links ("" before connect)."""
+        return self._impl.data_address
 
     def __enter__(self) -> "Communicator":
         return self
