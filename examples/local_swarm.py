@@ -1,0 +1,103 @@
+"""A local pcomm swarm: one coordinator and 4 peer processes on loopback.
+
+The peers join, run a training-like loop (update_topology between steps), one of them is
+killed with SIGKILL, the survivors carry on in a new epoch, and a replacement joins late.
+Everything that happens is printed. Run:  python examples/local_swarm.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pcomm
+
+STEP_SECONDS = 0.1
+
+
+def say(line: str) -> None:
+    """One write per line, so lines of different processes never interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def run_peer(coordinator: str, seconds: float) -> None:
+    """One peer: join, then step until time is up, printing every membership change."""
+    with pcomm.Communicator(coordinator, timeout=10) as comm:
+        comm.connect()
+        tag = f"[peer {comm.peer_id}]"
+        say(f"{tag} joined: rank {comm.rank} of {comm.world_size}, epoch {comm.epoch}")
+        seen = (comm.epoch, comm.world_size)
+        step = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                comm.update_topology()
+            except pcomm.errors.PcommError as e:
+                say(f"{tag} step {step}: {type(e).__name__}: {e}")
+                return
+            if (comm.epoch, comm.world_size) != seen:
+                seen = (comm.epoch, comm.world_size)
+                say(f"{tag} step {step}: epoch {comm.epoch}, now rank {comm.rank} of {comm.world_size}")
+            time.sleep(STEP_SECONDS)  # stands in for a training step
+            step += 1
+        say(f"{tag} done after {step} steps (epoch {comm.epoch}, world size {comm.world_size})")
+
+
+def spawn_peer(coordinator: str, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, "--peer", coordinator, "--seconds", str(seconds)])
+
+
+def wait_for_peers(coord: pcomm.Coordinator, count: int, timeout: float = 20.0) -> float:
+    start = time.monotonic()
+    while len(coord.peers) != count:
+        if time.monotonic() - start > timeout:
+            raise SystemExit(f"swarm: expected {count} peers, coordinator has {len(coord.peers)}")
+        time.sleep(0.002)
+    return time.monotonic() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer", metavar="COORDINATOR", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=6.0, help="how long each peer trains")
+    parser.add_argument("--peers", type=int, default=4)
+    args = parser.parse_args()
+    if args.peer:
+        run_peer(args.peer, args.seconds)
+        return 0
+
+    with pcomm.Coordinator(listen="127.0.0.1:0", heartbeat_timeout=2.0) as coord:
+        say(f"swarm: coordinator on {coord.address}")
+        procs = [spawn_peer(coord.address, args.seconds) for _ in range(args.peers)]
+        took = wait_for_peers(coord, args.peers)
+        say(f"swarm: {args.peers} peers in the ring after {took:.2f} s (epoch {coord.epoch})")
+        time.sleep(1.0)
+
+        victim = procs[1]
+        say(f"swarm: SIGKILL peer process {victim.pid}")
+        os.kill(victim.pid, signal.SIGKILL)
+        took = wait_for_peers(coord, args.peers - 1)
+        say(f"swarm: coordinator dropped it after {took * 1000:.1f} ms (epoch {coord.epoch})")
+        time.sleep(1.0)
+
+        say("swarm: a replacement peer joins late")
+        procs.append(spawn_peer(coord.address, args.seconds / 2))
+        took = wait_for_peers(coord, args.peers)
+        say(f"swarm: replacement admitted after {took:.2f} s (epoch {coord.epoch})")
+
+        failed = 0
+        for p in procs:
+            code = p.wait(timeout=args.seconds + 30)
+            if p is not victim and code != 0:
+                failed += 1
+        say(f"swarm: finished; {failed} peer(s) failed; final epoch {coord.epoch}")
+        return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

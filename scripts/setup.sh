@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One-step set-up on a fresh Debian machine with Python 3.11: system packages, a virtual
+# environment in .venv, PyTorch (CPU, pinned), pcomm built from this checkout, test tools.
+# Safe to run again: it installs only what is missing and rebuilds pcomm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+# System packages: a C++ compiler for the core; iproute2 and iptables for the tests that
+# build network namespaces; python3-venv where the interpreter is Debian's own.
+need=()
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+"$PYTHON" -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch is pinned: a looser requirement can pull a multi-gigabyte CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[test]"

@@ -1,0 +1,64 @@
+"""PCOMM_LOG_LEVEL, log line context, and the `pcomm` command line."""
+
+import re
+import subprocess
+import sys
+import time
+
+from harness import CoordinatorProcess, PeerProcess, connect_all, wait_for
+
+
+def test_info_log_lines_name_peer_id_and_epoch(coordinator, spawn):
+    peers = [spawn(coordinator.address, env={"PCOMM_LOG_LEVEL": "info"}) for _ in range(2)]
+    connect_all(peers)
+    info = peers[1].ok("info")
+    pattern = re.compile(rf"\[pcomm \S+ INFO peer {info['peer_id']} epoch {info['epoch']}\] ")
+    assert wait_for(lambda: any(pattern.search(line) for line in peers[1].stderr_lines), 5), peers[1].stderr()
+
+
+def test_default_level_is_quiet_and_off_silences_errors(spawn):
+    coord = CoordinatorProcess(heartbeat_timeout=1.0)
+    try:
+        quiet = spawn(coord.address)
+        silent = spawn(coord.address, env={"PCOMM_LOG_LEVEL": "off"})
+        connect_all([quiet, silent])
+        coord.kill()
+        for p in (quiet, silent):
+            assert p.call("update_topology", timeout=5)["error"] == "CoordinatorLostError"
+        time.sleep(0.1)
+        assert not any(" INFO " in line for line in quiet.stderr_lines), "default level is warning"
+        assert any(" ERROR " in line and "coordinator" in line for line in quiet.stderr_lines)
+        assert not any("[pcomm" in line for line in silent.stderr_lines)
+    finally:
+        coord.cleanup()
+
+
+def test_cli_help_lists_options():
+    out = subprocess.run(
+        [sys.executable, "-m", "pcomm", "coordinator", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0
+    for option in ("--listen", "--heartbeat-timeout", "--run"):
+        assert option in out.stdout
+
+
+def test_cli_coordinator_serves_peers_and_reports_epochs():
+    coord = CoordinatorProcess(heartbeat_timeout=2.0, run="cli-run")
+    peers = []
+    try:
+        peers = [PeerProcess(coord.address, run="cli-run") for _ in range(2)]
+        connect_all(peers)
+        assert peers[0].ok("info")["world_size"] == 2
+        assert wait_for(lambda: coord.lines.qsize() > 0 and "2 peers" in "".join(list(coord.lines.queue)), 5)
+    finally:
+        for p in peers:
+            p.cleanup()
+        coord.cleanup()
+
+
+def test_cli_bad_address_is_a_clear_error():
+    out = subprocess.run(
+        [sys.executable, "-m", "pcomm", "coordinator", "--listen", "nope"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 2
+    assert "invalid address 'nope'" in out.stderr
