@@ -245,10 +245,14 @@ void Coordinator::apply(const Actions& actions) {
 }
 
 void Coordinator::tick() {
-  // Take in what peers already sent before judging their silence (see pump()).
-  std::vector<std::shared_ptr<net::FramedConnection>> links;
-  for (auto& [id, conn] : conns_) links.push_back(conn.link);
-  for (auto& link : links) link->pump();
+  // Before dropping a silent peer, take in what it already sent (see pump()): after this
+  // process was frozen, its peers' heartbeats may still sit unread in the socket.
+  std::vector<std::shared_ptr<net::FramedConnection>> suspects;
+  for (const auto& peer : membership_.expired(Clock::now())) {
+    auto it = conn_of_peer_.find(peer);
+    if (it != conn_of_peer_.end()) suspects.push_back(conns_.at(it->second).link);
+  }
+  for (auto& link : suspects) link->pump();
   auto now = Clock::now();
   apply(membership_.on_tick(now));
   std::vector<uint64_t> stale;

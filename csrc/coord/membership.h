@@ -76,6 +76,9 @@ class Membership {
   // Heartbeat deadlines: emits a Drop for every expired peer and the resulting changes.
   Actions on_tick(TimePoint now);
 
+  // Peers that on_tick(now) would drop, without dropping them.
+  std::vector<std::string> expired(TimePoint now) const { return expired_peers(peers_, now, heartbeat_timeout_); }
+
   uint64_t epoch() const { return epoch_; }
   const std::vector<std::string>& ring() const { return ring_; }
   bool epoch_ready() const { return epoch_ready_; }
