@@ -26,4 +26,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned: a looser requirement can pull a multi-gigabyte CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test]"
+# Build tools live in the venv so rebuilds can skip isolation and reuse build/ (fast).
+.venv/bin/python -m pip install -q scikit-build-core pybind11 cmake ninja
+.venv/bin/python -m pip install -q --no-build-isolation -e ".[test]"
