@@ -81,6 +81,19 @@ def test_barrier_without_pending_is_one_round_and_keeps_epoch():
     assert m.epoch == epoch
 
 
+def test_cancelled_call_does_not_count_toward_the_barrier():
+    m = cluster(2)
+    m.on_update_topology("a", 1, 1.0)
+    m.on_cancel_update_topology("a", 1)  # a's call timed out
+    assert kinds(m.on_update_topology("b", 1, 2.0), "topology_done") == []
+    acts = m.on_update_topology("a", 2, 2.1)
+    assert sorted((d["peer"], d["seq"]) for d in kinds(acts, "topology_done")) == [("a", 2), ("b", 1)]
+    # A stale cancel (older sequence) leaves a newer call in place.
+    m.on_update_topology("a", 3, 3.0)
+    m.on_cancel_update_topology("a", 2)
+    assert [d["peer"] for d in kinds(m.on_update_topology("b", 2, 3.1), "topology_done")] == ["a", "b"]
+
+
 def test_lost_peer_starts_new_epoch_with_survivors():
     m = cluster(3)
     epoch = m.epoch

@@ -90,6 +90,9 @@ void register_coord(py::module_& m) {
       .def("on_update_topology", [](coord::Membership& ms, const std::string& p, uint64_t seq, double now) {
         return to_python(ms.on_update_topology(p, seq, at_seconds(now)));
       })
+      .def("on_cancel_update_topology", [](coord::Membership& ms, const std::string& p, uint64_t seq) {
+        ms.on_cancel_update_topology(p, seq);
+      })
       .def("on_links_ready", [](coord::Membership& ms, const std::string& p, uint64_t epoch, double now) {
         return to_python(ms.on_links_ready(p, epoch, at_seconds(now)));
       })

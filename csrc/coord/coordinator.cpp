@@ -132,6 +132,9 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
       apply(membership_.on_update_topology(peer, m.seq, now));
       return;
     }
+    case MsgType::kCancelUpdateTopology:
+      membership_.on_cancel_update_topology(peer, proto::UpdateTopology::decode(payload, size).seq);
+      return;
     case MsgType::kLinksReady:
       apply(membership_.on_links_ready(peer, proto::EpochMsg::decode(payload, size).epoch, now));
       return;

@@ -98,6 +98,11 @@ Actions Membership::on_update_topology(const std::string& peer, uint64_t seq, Ti
   return out;
 }
 
+void Membership::on_cancel_update_topology(const std::string& peer, uint64_t seq) {
+  auto it = waiters_.find(peer);
+  if (it != waiters_.end() && it->second == seq) waiters_.erase(it);
+}
+
 Actions Membership::on_links_ready(const std::string& peer, uint64_t epoch, TimePoint now) {
   Actions out;
   on_heard(peer, now);

@@ -68,6 +68,8 @@ class Membership {
   Actions on_hello(const std::string& peer, const std::string& data_address, TimePoint now);
   void on_heard(const std::string& peer, TimePoint now);
   Actions on_update_topology(const std::string& peer, uint64_t seq, TimePoint now);
+  // The caller's update_topology timed out: it no longer counts toward the barrier.
+  void on_cancel_update_topology(const std::string& peer, uint64_t seq);
   Actions on_links_ready(const std::string& peer, uint64_t epoch, TimePoint now);
   Actions on_links_failed(const std::string& peer, uint64_t epoch, const std::string& neighbour,
                           TimePoint now);

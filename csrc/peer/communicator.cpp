@@ -146,7 +146,17 @@ void Communicator::update_topology(Duration timeout) {
   loop_.post([this, seq] {
     if (coord_) coord_->send(proto::frame_of(proto::UpdateTopology{seq}));
   });
-  wait_until(lock, deadline, "update_topology", [this, seq] { return topo_done_seq_ >= seq; });
+  try {
+    wait_until(lock, deadline, "update_topology", [this, seq] { return topo_done_seq_ >= seq; });
+  } catch (const TimeoutError&) {
+    // Withdraw from the barrier, so a retry is a fresh call rather than a second one.
+    loop_.post([this, seq] {
+      if (coord_) {
+        coord_->send(proto::frame_of(proto::MsgType::kCancelUpdateTopology, proto::UpdateTopology{seq}.encode()));
+      }
+    });
+    throw;
+  }
 }
 
 void Communicator::close() {

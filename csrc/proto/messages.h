@@ -3,7 +3,8 @@
 // numbers are part of the protocol and never reused.
 //
 // Coordinator link (peer <-> coordinator):
-//   peer -> coord : Hello, Heartbeat, UpdateTopology, LinksReady, LinksFailed, Leave
+//   peer -> coord : Hello, Heartbeat, UpdateTopology, CancelUpdateTopology, LinksReady,
+//                   LinksFailed, Leave
 //   coord -> peer : Welcome, Heartbeat, Topology, EpochReady, TopologyDone, Error
 // Data links (peer -> right neighbour): LinkHello, answered by LinkAck or Error.
 #pragma once
@@ -28,6 +29,7 @@ enum class MsgType : uint16_t {
   kEpochReady = 9,
   kTopologyDone = 10,
   kLeave = 11,
+  kCancelUpdateTopology = 12,  // UpdateTopology payload: withdraws that call (it timed out)
   kLinkHello = 20,
   kLinkAck = 21,
 };
