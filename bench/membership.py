@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import pcomm  # noqa: E402
-from harness import PeerProcess, connect_all  # noqa: E402
+from harness import PeerProcess, connect_all, join_while_looping  # noqa: E402
 
 
 def swarm(coord: pcomm.Coordinator, n: int) -> list[PeerProcess]:
@@ -61,17 +61,7 @@ def late_join(n: int) -> float:
         peers = swarm(coord, n - 1)
         late = PeerProcess(coord.address)
         try:
-            late.send("connect")
-            while True:
-                for p in peers:
-                    p.send("update_topology")
-                for p in peers:
-                    assert p.reply(10)["ok"]
-                if len(coord.peers) == n:
-                    break
-            r = late.reply(10)
-            assert r["ok"], r
-            return r["elapsed"]
+            return join_while_looping(peers, late)
         finally:
             for p in peers + [late]:
                 p.cleanup()

@@ -139,6 +139,23 @@ def admit(members: list[PeerProcess], joiner: PeerProcess, timeout: float = 30) 
     return replies
 
 
+def join_while_looping(members: list[PeerProcess], joiner: PeerProcess, timeout: float = 10) -> float:
+    """The joiner connects while the members loop on update_topology, as a training
+    loop would. Returns the joiner's connect() latency as it measured it."""
+    joiner.send("connect")
+    while True:
+        for p in members:
+            p.send("update_topology")
+        for p in members:
+            r = p.reply(timeout)
+            assert r["ok"], r
+        if r["result"]["world_size"] == len(members) + 1:
+            break  # admitted: it is in the ring now, so stop calling without it
+    r = joiner.reply(timeout)
+    assert r["ok"], r
+    return r["elapsed"]
+
+
 def connect_all(peers: list[PeerProcess], timeout: float = 30) -> None:
     """Connects peers one by one: the first is accepted at once, each later one is
     admitted by an update_topology of those already in."""

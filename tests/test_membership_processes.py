@@ -3,7 +3,7 @@
 import statistics
 import time
 
-from harness import connect_all, wait_for
+from harness import connect_all, join_while_looping, wait_for
 
 
 def test_four_peers_admitted_then_fifth_joins_late(coordinator, spawn):
@@ -71,17 +71,7 @@ def test_late_join_latency(coordinator, spawn):
     latencies = []
     for _ in range(3):
         late = spawn(coordinator.address)
-        late.send("connect")
-        while True:
-            for p in peers:
-                p.send("update_topology")
-            for p in peers:
-                assert p.reply(10)["ok"]
-            if peers[0].ok("info")["world_size"] == len(peers) + 1:
-                break  # admitted: it is in the ring now, so stop calling without it
-        r = late.reply(10)
-        assert r["ok"], r
-        latencies.append(r["elapsed"])
+        latencies.append(join_while_looping(peers, late))
         peers.append(late)
     print(f"late-join latency median {statistics.median(latencies) * 1000:.1f} ms: {latencies}")
     assert statistics.median(latencies) < 2.0
