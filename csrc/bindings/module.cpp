@@ -9,5 +9,6 @@ PYBIND11_MODULE(_pcomm, m) {
   pcomm::bindings::register_errors(m);
   pcomm::bindings::register_core(m);
   pcomm::bindings::register_coord(m);
+  pcomm::bindings::register_collectives(m);
   pcomm::bindings::register_peer(m);
 }

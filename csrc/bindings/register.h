@@ -8,6 +8,7 @@ namespace pcomm::bindings {
 void register_errors(pybind11::module_& m);
 void register_core(pybind11::module_& m);
 void register_coord(pybind11::module_& m);
+void register_collectives(pybind11::module_& m);
 void register_peer(pybind11::module_& m);
 
 }  // namespace pcomm::bindings

@@ -35,6 +35,24 @@ void register_peer(py::module_& m) {
              c.update_topology(seconds_to_duration(timeout));
            }, py::arg("timeout"))
       .def("close", &peer::Communicator::close, py::call_guard<py::gil_scoped_release>())
+      // Tensors cross as raw pointers (the Python layer validated them and keeps them
+      // alive until the op completes): no copies.
+      .def("all_reduce_start",
+           [](peer::Communicator& c, uintptr_t data, uintptr_t out, size_t count, uint8_t dtype, uint8_t op,
+              uint8_t quantization, uint32_t tag, double timeout) {
+             peer::AllReduceRequest r;
+             r.data = reinterpret_cast<void*>(data);
+             r.out = reinterpret_cast<void*>(out);
+             r.count = count;
+             r.dtype = dtype_from_code(dtype);
+             r.op = reduce_op_from_code(op);
+             r.quantization = quantization_from_code(quantization);
+             r.tag = tag;
+             r.timeout = seconds_to_duration(timeout);
+             return c.all_reduce(r);
+           },
+           py::arg("data"), py::arg("out"), py::arg("count"), py::arg("dtype"), py::arg("op"),
+           py::arg("quantization"), py::arg("tag"), py::arg("timeout"))
       .def_property_readonly("world_size", &peer::Communicator::world_size)
       .def_property_readonly("rank", &peer::Communicator::rank)
       .def_property_readonly("epoch", &peer::Communicator::epoch)

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 
+#include "core/dtype.h"
 #include "core/errors.h"
 #include "net/address.h"
 
@@ -144,6 +145,17 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
       apply(membership_.on_links_failed(peer, m.epoch, m.neighbour_id, now));
       return;
     }
+    case MsgType::kAnnounce: {
+      auto m = proto::Announce::decode(payload, size);
+      dtype_from_code(m.dtype);  // refuse nonsense before anyone acts on it
+      reduce_op_from_code(m.op);
+      quantization_from_code(m.quantization);
+      apply(collectives_.on_announce(peer, m, view()));
+      return;
+    }
+    case MsgType::kCollDone:
+      apply(collectives_.on_report(peer, proto::CollOutcome::decode(payload, size), view()));
+      return;
     case MsgType::kLeave:
       proto::EpochMsg::decode(payload, size);
       log_.info("peer ", peer, " left");
@@ -201,7 +213,30 @@ void Coordinator::send_to_peer(const std::string& peer, std::vector<uint8_t> fra
   conn->second.last_sent = Clock::now();
 }
 
+View Coordinator::view() const {
+  return View{membership_.epoch(), membership_.ring(), membership_.epoch_ready()};
+}
+
 void Coordinator::apply(const Actions& actions) {
+  execute(actions);
+  // Converges in a few rounds: each round either changes nothing or moves an op/epoch on.
+  for (int round = 0; round < 16; ++round) {
+    Actions more;
+    View now = view();
+    if (now.epoch != last_view_.epoch || now.ready != last_view_.ready || now.ring != last_view_.ring) {
+      last_view_ = now;
+      auto reactions = collectives_.on_view_changed(now);
+      more.insert(more.end(), reactions.begin(), reactions.end());
+    }
+    auto admission = membership_.set_collectives_busy(collectives_.busy());
+    more.insert(more.end(), admission.begin(), admission.end());
+    if (more.empty()) break;
+    execute(more);
+  }
+  publish_snapshot();
+}
+
+void Coordinator::execute(const Actions& actions) {
   for (const auto& a : actions) {
     switch (a.kind) {
       case Action::Kind::kWelcome: {
@@ -236,6 +271,17 @@ void Coordinator::apply(const Actions& actions) {
         conns_.at(conn_id).link->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kDropped), a.reason);
         break;
       }
+      case Action::Kind::kCollGo:
+        send_to_peer(a.peer, proto::frame_of(proto::CollGo{a.tag, a.op_id, a.epoch}));
+        break;
+      case Action::Kind::kCollResult:
+        send_to_peer(a.peer, proto::frame_of(proto::MsgType::kCollResult,
+                                             proto::CollOutcome{a.tag, a.op_id, a.outcome, a.reason}.encode()));
+        break;
+      case Action::Kind::kRelink:
+        log_.info("relinking the ring after an aborted collective");
+        execute(membership_.relink());
+        break;
     }
   }
   for (const auto& a : actions) {
@@ -244,7 +290,6 @@ void Coordinator::apply(const Actions& actions) {
       break;
     }
   }
-  publish_snapshot();
 }
 
 void Coordinator::tick() {

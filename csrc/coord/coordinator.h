@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "coord/collectives.h"
 #include "coord/membership.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -60,7 +61,12 @@ class Coordinator {
   void on_frame(uint64_t conn_id, uint16_t type, const uint8_t* payload, size_t size);
   void on_hello(uint64_t conn_id, const proto::Hello& hello);
   void on_closed(uint64_t conn_id, const std::string& reason);
+  // Carries out actions, then lets the two decision makers react to each other until
+  // nothing changes (a new epoch aborts collectives; finished collectives unblock
+  // admission; an abort asks for a relink).
   void apply(const Actions& actions);
+  void execute(const Actions& actions);
+  View view() const;
   void send_to_peer(const std::string& peer, std::vector<uint8_t> frame);
   void tick();
   void publish_snapshot();
@@ -74,6 +80,8 @@ class Coordinator {
   std::atomic<bool> running_{false};
   Duration heartbeat_interval_;
   Membership membership_;
+  Collectives collectives_;
+  View last_view_;
   std::map<uint64_t, Conn> conns_;
   std::map<std::string, uint64_t> conn_of_peer_;
   uint64_t next_conn_id_ = 1;

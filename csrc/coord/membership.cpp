@@ -5,15 +5,6 @@
 
 namespace pcomm::coord {
 
-namespace {
-Action make_action(Action::Kind kind, const std::string& peer = {}, bool accepted = false) {
-  Action a;
-  a.kind = kind;
-  a.peer = peer;
-  a.accepted = accepted;
-  return a;
-}
-}  // namespace
 
 std::vector<std::string> ring_order(const std::vector<std::string>& current,
                                     const std::vector<std::string>& admitted,
@@ -155,6 +146,20 @@ Actions Membership::on_tick(TimePoint now) {
   return out;
 }
 
+Actions Membership::set_collectives_busy(bool busy) {
+  Actions out;
+  if (busy == collectives_busy_) return out;
+  collectives_busy_ = busy;
+  if (!busy) evaluate(out);
+  return out;
+}
+
+Actions Membership::relink() {
+  Actions out;
+  if (!ring_.empty()) new_epoch(ring_, out);
+  return out;
+}
+
 void Membership::remove(const std::string& peer, Actions& out) {
   bool was_accepted = is_accepted(peer);
   peers_.erase(peer);
@@ -222,6 +227,7 @@ void Membership::evaluate(Actions& out) {
     release(waiters_);
     return;
   }
+  if (collectives_busy_) return;  // admit once the collectives in flight are done
   releasing_ = std::move(waiters_);
   waiters_.clear();
   new_epoch(ring_order(ring_, pending, peers_), out);

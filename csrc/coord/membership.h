@@ -14,6 +14,7 @@
 //  - A peer lost (socket closed, left, or silent past the heartbeat timeout) leaves at
 //    once: if it was in the ring, a new epoch starts with the survivors. If the ring
 //    becomes empty while peers are pending, they are admitted at once.
+//  - Admission waits while collectives are announced or running (set_collectives_busy).
 //  - An epoch is ready when every ring member reported its links ready. When a peer
 //    reports that it cannot reach a neighbour, the later joiner of the two is dropped.
 #pragma once
@@ -25,22 +26,10 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "coord/actions.h"
 #include "proto/messages.h"
 
 namespace pcomm::coord {
-
-struct Action {
-  enum class Kind { kWelcome, kTopology, kEpochReady, kTopologyDone, kPendingChanged, kDrop };
-  Kind kind = Kind::kWelcome;
-  std::string peer;         // destination (unused for kPendingChanged)
-  bool accepted = false;    // kWelcome
-  proto::Topology topology; // kTopology
-  uint64_t epoch = 0;       // kEpochReady, kTopologyDone
-  uint64_t seq = 0;         // kTopologyDone
-  uint32_t pending = 0;     // kPendingChanged
-  std::string reason;       // kDrop
-};
-using Actions = std::vector<Action>;
 
 struct PeerRecord {
   std::string data_address;
@@ -77,6 +66,12 @@ class Membership {
   Actions on_lost(const std::string& peer, TimePoint now);
   // Heartbeat deadlines: emits a Drop for every expired peer and the resulting changes.
   Actions on_tick(TimePoint now);
+  // While collectives are announced or running, pending peers are not admitted (a new
+  // ring would abort them); the barrier completes once they are done.
+  Actions set_collectives_busy(bool busy);
+  // A new epoch with the same ring: every peer rebuilds its data links (after an aborted
+  // collective left bytes of unknown state on them).
+  Actions relink();
 
   // Peers that on_tick(now) would drop, without dropping them.
   std::vector<std::string> expired(TimePoint now) const { return expired_peers(peers_, now, heartbeat_timeout_); }
@@ -103,6 +98,7 @@ class Membership {
   std::set<std::string> links_ready_;
   std::map<std::string, uint64_t> waiters_;   // in update_topology: peer -> seq
   std::map<std::string, uint64_t> releasing_; // admitted a round; release when ready
+  bool collectives_busy_ = false;
 };
 
 }  // namespace pcomm::coord

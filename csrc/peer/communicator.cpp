@@ -21,6 +21,9 @@ constexpr std::chrono::seconds kLinkSetupTimeout{10};
 // Incoming links for an epoch this peer has not heard of yet are parked; at most this many.
 constexpr size_t kMaxEarlyLinks = 256;
 constexpr uint32_t kMaxConnectionsPerPeer = 64;
+// How long past its deadline an op that finished its ring waits for the coordinator's
+// decision before giving up (a dead coordinator is normally noticed much sooner).
+constexpr std::chrono::seconds kDecisionGrace{10};
 }  // namespace
 
 Communicator::Communicator(CommunicatorOptions options)
@@ -36,6 +39,11 @@ Communicator::Communicator(CommunicatorOptions options)
   }
   if (options_.timeout <= Duration::zero()) throw InvalidArgument("timeout must be positive");
   if (options_.run.empty() || options_.run.size() > 256) throw InvalidArgument("run name must be 1 to 256 characters");
+  data_plane_ = std::make_unique<DataPlane>(
+      [this](uint32_t tag, uint64_t op_id, proto::Outcome outcome, const std::string& message) {
+        send_coll_report(tag, op_id, outcome, message);
+      },
+      kDecisionGrace);
 }
 
 Communicator::~Communicator() { close(); }
@@ -159,6 +167,56 @@ void Communicator::update_topology(Duration timeout) {
   }
 }
 
+std::shared_ptr<CollectiveOp> Communicator::all_reduce(const AllReduceRequest& request) {
+  std::shared_ptr<CollectiveOp> op;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ == State::kFailed) raise_failure();
+    if (state_ != State::kActive) throw InvalidArgument("not connected: call connect() first");
+    if (ops_.count(request.tag)) {
+      throw InvalidArgument("an all_reduce with tag " + std::to_string(request.tag) +
+                            " is already in flight on this peer; wait for it or use another tag");
+    }
+    op = std::make_shared<CollectiveOp>(
+        request,
+        [this](uint32_t tag, uint64_t op_id, const std::string& why) {
+          send_coll_report(tag, op_id, proto::Outcome::kTimeout, why);
+        },
+        [this](uint32_t tag, const CollectiveOp* done) {
+          std::lock_guard<std::mutex> guard(mutex_);
+          auto it = ops_.find(tag);
+          if (it != ops_.end() && it->second.get() == done) ops_.erase(it);
+        });
+    ops_[request.tag] = op;
+  }
+  proto::Announce announce;
+  announce.tag = request.tag;
+  announce.count = request.count;
+  announce.dtype = static_cast<uint8_t>(request.dtype);
+  announce.op = static_cast<uint8_t>(request.op);
+  announce.quantization = static_cast<uint8_t>(request.quantization);
+  loop_.post([this, announce] {
+    if (coord_) coord_->send(proto::frame_of(announce));
+  });
+  return op;
+}
+
+void Communicator::send_coll_report(uint32_t tag, uint64_t op_id, proto::Outcome outcome, const std::string& message) {
+  proto::CollOutcome report{tag, op_id, outcome, message};
+  loop_.post([this, report] {
+    if (coord_) coord_->send(proto::frame_of(proto::MsgType::kCollDone, report.encode()));
+  });
+}
+
+void Communicator::fail_ops(OpError kind, const std::string& message) {
+  std::map<uint32_t, std::shared_ptr<CollectiveOp>> ops;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ops = ops_;
+  }
+  for (auto& [tag, op] : ops) op->decide(kind, message);
+}
+
 void Communicator::close() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -167,6 +225,8 @@ void Communicator::close() {
     links_.reset();
   }
   cv_.notify_all();
+  fail_ops(OpError::kAborted, "the communicator was closed");
+  data_plane_->stop();
   if (!loop_started_) return;
   loop_.post([this] {
     ++session_;
@@ -251,6 +311,11 @@ void Communicator::fail(FailKind kind, const std::string& message) {
   }
   log_.error(message);
   cv_.notify_all();
+  fail_ops(kind == FailKind::kPeerLost ? OpError::kPeerLost
+           : kind == FailKind::kCoordinatorLost ? OpError::kCoordinatorLost
+           : kind == FailKind::kInvalid ? OpError::kInvalid
+                                        : OpError::kProtocol,
+           message);
 }
 
 void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, size_t size) {
@@ -301,6 +366,12 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
       cv_.notify_all();
       return;
     }
+    case MsgType::kCollGo:
+      on_coll_go(proto::CollGo::decode(payload, size));
+      return;
+    case MsgType::kCollResult:
+      on_coll_result(proto::CollOutcome::decode(payload, size));
+      return;
     case MsgType::kError: {
       auto err = proto::ErrorMsg::decode(payload, size);
       switch (err.code) {
@@ -322,6 +393,52 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
     }
     default:
       throw ProtocolError("unexpected message type " + std::to_string(type) + " from the coordinator");
+  }
+}
+
+void Communicator::on_coll_go(const proto::CollGo& go) {
+  std::shared_ptr<CollectiveOp> op;
+  std::shared_ptr<LinkSet> links;
+  int world = 0, rank = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = ops_.find(go.tag);
+    if (it != ops_.end()) op = it->second;
+    if (links_ && links_->epoch == go.epoch && epoch_ == go.epoch) links = links_;
+    world = static_cast<int>(ring_.size());
+    rank = rank_;
+  }
+  if (!op) {
+    // This peer gave up on it already; make sure the others do not wait for it.
+    send_coll_report(go.tag, go.op_id, proto::Outcome::kAborted, "this peer no longer runs tag " + std::to_string(go.tag));
+    return;
+  }
+  if (!links) {
+    op->set_go(go.op_id, world, rank);
+    op->decide(OpError::kPeerLost, "no data links for epoch " + std::to_string(go.epoch));
+    send_coll_report(go.tag, go.op_id, proto::Outcome::kIo, "no data links for epoch " + std::to_string(go.epoch));
+    return;
+  }
+  op->set_go(go.op_id, world, rank);
+  data_plane_->enqueue(op, links);
+}
+
+void Communicator::on_coll_result(const proto::CollOutcome& result) {
+  std::shared_ptr<CollectiveOp> op;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = ops_.find(result.tag);
+    if (it != ops_.end()) op = it->second;
+  }
+  if (!op) return;
+  uint64_t current = op->op_id();
+  // A result for another instance of this tag (an older, abandoned call) is not ours.
+  if (result.op_id != 0 && current != 0 && result.op_id != current) return;
+  if (result.op_id == 0 && current != 0) return;
+  if (result.outcome == proto::Outcome::kCommit) {
+    op->decide(std::nullopt, "");
+  } else {
+    op->decide(op_error_from_outcome(result.outcome), result.message);
   }
 }
 

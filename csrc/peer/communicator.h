@@ -11,6 +11,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -21,6 +22,8 @@
 #include "core/log.h"
 #include "net/event_loop.h"
 #include "net/frame_conn.h"
+#include "peer/collective_op.h"
+#include "peer/data_plane.h"
 #include "peer/links.h"
 #include "proto/messages.h"
 
@@ -45,6 +48,9 @@ class Communicator {
   void connect(Duration timeout);
   void update_topology(Duration timeout);
   void close();
+  // Starts an all-reduce (announces it to the coordinator) and returns its handle.
+  // Throws InvalidArgument when the tag is already in flight on this peer.
+  std::shared_ptr<CollectiveOp> all_reduce(const AllReduceRequest& request);
 
   int world_size() const;
   int rank() const;
@@ -69,6 +75,11 @@ class Communicator {
   void heartbeat_tick(uint64_t session);
   void fail(FailKind kind, const std::string& message);
   void teardown_links();
+  void on_coll_go(const proto::CollGo& go);
+  void on_coll_result(const proto::CollOutcome& result);
+  void send_coll_report(uint32_t tag, uint64_t op_id, proto::Outcome outcome, const std::string& message);
+  // Ends every op in flight with this error (coordinator lost, closed...).
+  void fail_ops(OpError kind, const std::string& message);
 
   // Caller thread.
   void wait_until(std::unique_lock<std::mutex>& lock, const Deadline& deadline, const char* what,
@@ -106,6 +117,8 @@ class Communicator {
   uint64_t topo_seq_ = 0;
   uint64_t topo_done_seq_ = 0;
   std::shared_ptr<LinkSet> links_;  // data links of epoch_ once built (used by collectives)
+  std::map<uint32_t, std::shared_ptr<CollectiveOp>> ops_;  // in flight, by tag
+  std::unique_ptr<DataPlane> data_plane_;
 
   mutable std::mutex log_mutex_;  // guards log_context_ only, so logging never takes mutex_
   std::string log_context_ = "peer - epoch 0";

@@ -30,8 +30,25 @@ enum class MsgType : uint16_t {
   kTopologyDone = 10,
   kLeave = 11,
   kCancelUpdateTopology = 12,  // UpdateTopology payload: withdraws that call (it timed out)
+  kAnnounce = 13,
+  kCollGo = 14,
+  kCollDone = 15,
+  kCollResult = 16,
   kLinkHello = 20,
   kLinkAck = 21,
+  kData = 30,  // a chunk of a collective on a data link (collectives/allreduce_ring.cpp)
+};
+
+// How a collective ended, on the wire (CollDone from a peer, CollResult from the
+// coordinator). Each maps to one error type on the peer.
+enum class Outcome : uint8_t {
+  kCommit = 0,
+  kTimeout = 1,
+  kPeerLost = 2,
+  kAborted = 3,
+  kInvalid = 4,
+  kProtocol = 5,
+  kIo = 6,
 };
 
 // Why a connection is being closed; carried by ErrorMsg so the far side can raise the
@@ -132,6 +149,41 @@ struct LinkHello {
   uint32_t count = 0;  // pool size
   std::vector<uint8_t> encode() const;
   static LinkHello decode(const uint8_t* data, size_t size);
+};
+
+// A collective as a peer calls it; every participant must announce the same values.
+struct Announce {
+  static constexpr MsgType kType = MsgType::kAnnounce;
+  uint32_t tag = 0;
+  uint64_t count = 0;
+  uint8_t dtype = 0;
+  uint8_t op = 0;
+  uint8_t quantization = 0;
+  std::vector<uint8_t> encode() const;
+  static Announce decode(const uint8_t* data, size_t size);
+};
+
+// Coordinator -> peers: every participant announced the same thing; run it now on the
+// links of `epoch`. Peers run collectives in the order their Go messages arrive.
+struct CollGo {
+  static constexpr MsgType kType = MsgType::kCollGo;
+  uint32_t tag = 0;
+  uint64_t op_id = 0;
+  uint64_t epoch = 0;
+  std::vector<uint8_t> encode() const;
+  static CollGo decode(const uint8_t* data, size_t size);
+};
+
+// Peer -> coordinator: this peer's part finished (kCommit = ok) or failed. op_id 0 with a
+// failure withdraws an announcement that never started (the caller gave up).
+// Coordinator -> peers (as CollResult): the decision, the same for every participant.
+struct CollOutcome {
+  uint32_t tag = 0;
+  uint64_t op_id = 0;
+  Outcome outcome = Outcome::kCommit;
+  std::string message;
+  std::vector<uint8_t> encode() const;
+  static CollOutcome decode(const uint8_t* data, size_t size);
 };
 
 // Builds a full frame for a message struct.

@@ -3,9 +3,19 @@ internet. See README.md and docs/ for the guide."""
 
 from . import errors
 from ._pcomm import PROTOCOL_VERSION
-from .communicator import Communicator
+from .communicator import AllReduceHandle, Communicator, ReduceInfo
 from .coordinator import Coordinator
+from .tensors import ReduceOp
 
 __version__ = "0.1.0"
 
-__all__ = ["Communicator", "Coordinator", "errors", "PROTOCOL_VERSION", "__version__"]
+__all__ = [
+    "AllReduceHandle",
+    "Communicator",
+    "Coordinator",
+    "ReduceInfo",
+    "ReduceOp",
+    "errors",
+    "PROTOCOL_VERSION",
+    "__version__",
+]

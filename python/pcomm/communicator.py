@@ -17,11 +17,63 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
 from . import _pcomm
 from ._timeouts import default_timeout, to_seconds
 from .errors import InvalidArgumentError
+from .tensors import Staged, as_buffer, op_code, quantization_code
 
-__all__ = ["Communicator"]
+__all__ = ["Communicator", "ReduceInfo", "AllReduceHandle"]
+
+_MAX_TAG = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class ReduceInfo:
+    """What an all-reduce did: peers that took part, wire bytes, wall time."""
+
+    world_size: int
+    bytes_sent: int
+    bytes_received: int
+    seconds: float
+
+
+class AllReduceHandle:
+    """An all-reduce in flight. ``wait()`` returns its ReduceInfo or raises; ``done()``
+    polls; ``await handle`` works in asyncio. The arrays stay referenced until it ends."""
+
+    def __init__(self, impl: Any, keepalive: tuple, staged: list, default_timeout: float) -> None:
+        self._impl = impl
+        self._keepalive = keepalive
+        self._staged = staged
+        self._timeout = default_timeout
+        self._info: ReduceInfo | None = None
+
+    @property
+    def tag(self) -> int:
+        return self._impl.tag
+
+    def done(self) -> bool:
+        return self._impl.done()
+
+    def wait(self, timeout: float | timedelta | None = None) -> ReduceInfo:
+        """Waits for the outcome. On failure (including a timeout) the op is over on
+        every peer and the input and ``out`` hold exactly what they held before."""
+        if self._info is not None:
+            return self._info
+        seconds = to_seconds(timeout, "timeout")
+        world, sent, received, elapsed = self._impl.wait(timeout=self._timeout if seconds is None else seconds)
+        for staged in self._staged:
+            staged.finish()
+        self._info = ReduceInfo(world, sent, received, elapsed)
+        self._keepalive = ()
+        return self._info
+
+    def __await__(self):
+        return asyncio.get_running_loop().run_in_executor(None, self.wait).__await__()
 
 
 class Communicator:
@@ -81,6 +133,79 @@ class Communicator:
         """Collective among accepted peers: admits pending peers and opens the data
         links of the new epoch. One round trip when nobody is pending."""
         self._impl.update_topology(timeout=self._deadline(timeout))
+
+    def all_reduce(
+        self,
+        x: Any,
+        *,
+        op: str = "sum",
+        out: Any = None,
+        tag: int = 0,
+        quantization: str | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> ReduceInfo:
+        """All-reduces ``x`` over every accepted peer, in place unless ``out`` is given.
+
+        Every peer must call it with the same tag, element count, dtype, op and
+        quantization (otherwise InvalidArgumentError everywhere). All peers get the same
+        outcome; on success their results are bit-identical. On failure (PeerLostError,
+        AbortedError, TimeoutError) ``x`` and ``out`` are unchanged, so the caller can
+        retry at once with the smaller world.
+        """
+        return self.all_reduce_async(
+            x, op=op, out=out, tag=tag, quantization=quantization, timeout=timeout
+        ).wait()
+
+    def all_reduce_async(
+        self,
+        x: Any,
+        *,
+        op: str = "sum",
+        out: Any = None,
+        tag: int = 0,
+        quantization: str | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> AllReduceHandle:
+        """Starts an all-reduce and returns its handle. Several may be in flight with
+        different tags; a tag already in flight raises InvalidArgumentError."""
+        if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag <= _MAX_TAG:
+            raise InvalidArgumentError(f"tag must be an int in [0, 2**32), got {tag!r}")
+        src = as_buffer(x, "x")
+        dst = None
+        if out is not None:
+            dst = as_buffer(out, "out")
+            if dst.shape != src.shape or dst.dtype != src.dtype:
+                raise InvalidArgumentError(
+                    f"out must have the shape and dtype of x: x is {src.shape} dtype code {src.dtype}, "
+                    f"out is {dst.shape} dtype code {dst.dtype}"
+                )
+            if dst.ptr == src.ptr and dst.nbytes:
+                dst = None  # out is x: in place
+        staged = []  # CUDA tensors are staged through host memory
+        if src.cuda:
+            src = as_buffer(Staged(x).host, "x")
+        if dst is not None and dst.cuda:
+            stage = Staged(out)
+            staged.append(stage)
+            dst = as_buffer(stage.host, "out")
+        elif dst is None and as_buffer(x, "x").cuda:
+            stage = Staged(x)
+            stage.host = src.obj  # the op works in place on the host copy
+            staged.append(stage)
+        deadline = self._deadline(timeout)
+        impl = self._impl.all_reduce_start(
+            data=src.ptr,
+            out=dst.ptr if dst is not None else 0,
+            count=src.count,
+            dtype=src.dtype,
+            op=op_code(op),
+            quantization=quantization_code(quantization),
+            tag=tag,
+            timeout=deadline,
+        )
+        keepalive = (src.obj, dst.obj if dst is not None else None, x, out)
+        # By default wait() waits as long as the op may run: its own deadline bounds it.
+        return AllReduceHandle(impl, keepalive, staged, deadline)
 
     def close(self) -> None:
         """Leaves the run at once and releases every socket. Idempotent."""

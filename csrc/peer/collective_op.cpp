@@ -1,0 +1,190 @@
+// CollectiveOp; see collective_op.h for the phases and rules.
+#include "peer/collective_op.h"
+
+#include "core/errors.h"
+
+namespace pcomm::peer {
+
+namespace {
+// How long a caller that gives up waits for the worker to let go of its memory. The
+// worker checks its cancel flag at least once per chunk, so this is never reached in
+// practice; it only guards against a bug turning into a hang.
+constexpr std::chrono::seconds kReleaseWait{10};
+}  // namespace
+
+OpError op_error_from_outcome(proto::Outcome outcome) {
+  switch (outcome) {
+    case proto::Outcome::kTimeout: return OpError::kTimeout;
+    case proto::Outcome::kPeerLost: return OpError::kPeerLost;
+    case proto::Outcome::kInvalid: return OpError::kInvalid;
+    case proto::Outcome::kProtocol: return OpError::kProtocol;
+    case proto::Outcome::kIo: return OpError::kIo;
+    default: return OpError::kAborted;
+  }
+}
+
+void throw_op_error(OpError kind, const std::string& message) {
+  switch (kind) {
+    case OpError::kTimeout: throw TimeoutError(message);
+    case OpError::kPeerLost: throw PeerLostError(message);
+    case OpError::kInvalid: throw InvalidArgument(message);
+    case OpError::kProtocol: throw ProtocolError(message);
+    case OpError::kIo: throw PeerLostError(message);
+    case OpError::kCoordinatorLost: throw CoordinatorLostError(message);
+    case OpError::kAborted: throw Aborted(message);
+  }
+  throw Aborted(message);
+}
+
+CollectiveOp::CollectiveOp(AllReduceRequest request, GiveUp give_up, Completed completed)
+    : request_(request),
+      give_up_(std::move(give_up)),
+      completed_(std::move(completed)),
+      started_(Clock::now()),
+      deadline_(started_ + request.timeout) {}
+
+bool CollectiveOp::done() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return phase_ == Phase::kDone;
+}
+
+uint64_t CollectiveOp::op_id() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return op_id_;
+}
+int CollectiveOp::world() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return world_;
+}
+int CollectiveOp::rank() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return rank_;
+}
+
+void CollectiveOp::complete_locked(std::unique_lock<std::mutex>& lock, std::optional<OpError> error,
+                                   const std::string& message) {
+  if (phase_ == Phase::kDone) return;
+  phase_ = Phase::kDone;
+  error_ = error;
+  message_ = message;
+  info_.world_size = world_;
+  info_.seconds = duration_to_seconds(Clock::now() - started_);
+  cv_.notify_all();
+  auto completed = completed_;
+  uint32_t tag = request_.tag;
+  lock.unlock();
+  if (completed) completed(tag, this);
+  lock.lock();
+}
+
+ReduceInfo CollectiveOp::wait(Duration timeout) {
+  TimePoint until = std::min(Clock::now() + timeout, deadline_);
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    if (phase_ == Phase::kDone) {
+      if (error_) throw_op_error(*error_, message_);
+      return info_;
+    }
+    // After reporting success, follow the coordinator (see the header).
+    if (phase_ != Phase::kReported && Clock::now() >= until) break;
+    cv_.wait_until(lock, phase_ == Phase::kReported ? Clock::now() + Millis(100) : until);
+  }
+  // Give up: stop the worker, wait until it no longer touches our memory, tell the world.
+  std::string why = "all_reduce with tag " + std::to_string(request_.tag) + " timed out after " +
+                    std::to_string(duration_to_seconds(Clock::now() - started_)) + " s";
+  cancel_->fire(why);
+  cv_.wait_for(lock, kReleaseWait, [this] { return !touching_user_memory_; });
+  bool started = phase_ == Phase::kQueued || phase_ == Phase::kRunning;
+  uint64_t op_id = op_id_;
+  complete_locked(lock, OpError::kTimeout, why);
+  // The worker reports for ops it owns (queued or running); otherwise we withdraw here.
+  if (!started && give_up_) {
+    lock.unlock();
+    give_up_(request_.tag, op_id, why);
+    lock.lock();
+  }
+  throw_op_error(*error_, message_);
+}
+
+void CollectiveOp::set_go(uint64_t op_id, int world, int rank) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (phase_ != Phase::kAnnounced) return;
+  op_id_ = op_id;
+  world_ = world;
+  rank_ = rank;
+  phase_ = Phase::kQueued;
+}
+
+void CollectiveOp::decide(std::optional<OpError> error, const std::string& message) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (phase_ == Phase::kDone || decided_) return;
+  decided_ = true;
+  decision_error_ = error;
+  decision_message_ = message;
+  if (error) cancel_->fire(message);
+  if (phase_ == Phase::kRunning || phase_ == Phase::kReported) {
+    cv_.notify_all();  // the worker owns the op and finishes it
+    return;
+  }
+  if (error) {
+    complete_locked(lock, error, message);
+  } else if (phase_ == Phase::kAnnounced) {
+    // A commit before Go cannot happen; treat it as a protocol failure, never as success.
+    complete_locked(lock, OpError::kProtocol, "commit for an operation that never started");
+  }
+}
+
+bool CollectiveOp::begin_run() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (phase_ != Phase::kQueued) return false;
+  if (decided_ && decision_error_) {
+    complete_locked(lock, decision_error_, decision_message_);
+    return false;
+  }
+  phase_ = Phase::kRunning;
+  touching_user_memory_ = true;
+  return true;
+}
+
+bool CollectiveOp::end_run(std::optional<OpError> error, const std::string& message, uint64_t sent,
+                           uint64_t received) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  touching_user_memory_ = false;
+  info_.bytes_sent = sent;
+  info_.bytes_received = received;
+  cv_.notify_all();
+  if (phase_ == Phase::kDone) return false;  // the caller gave up meanwhile
+  if (!error && !(decided_ && decision_error_)) {
+    phase_ = Phase::kReported;
+    return true;
+  }
+  // Prefer the coordinator's account (it names the lost peer) when it already came.
+  if (decided_ && decision_error_) {
+    complete_locked(lock, decision_error_, decision_message_);
+  } else {
+    complete_locked(lock, error, message);
+  }
+  return false;
+}
+
+void CollectiveOp::await_decision(TimePoint deadline, const std::function<void()>& copy_out) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait_until(lock, deadline, [this] { return decided_ || phase_ == Phase::kDone; });
+  if (phase_ == Phase::kDone) return;
+  if (!decided_) {
+    complete_locked(lock, OpError::kCoordinatorLost, "no commit or abort from the coordinator in time");
+    return;
+  }
+  if (decision_error_) {
+    complete_locked(lock, decision_error_, decision_message_);
+    return;
+  }
+  touching_user_memory_ = true;
+  lock.unlock();
+  copy_out();
+  lock.lock();
+  touching_user_memory_ = false;
+  complete_locked(lock, std::nullopt, "");
+}
+
+}  // namespace pcomm::peer
