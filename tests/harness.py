@@ -18,6 +18,45 @@ import time
 
 WORKER = os.path.join(os.path.dirname(__file__), "peer_worker.py")
 
+DTYPES = ["float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64"]
+OPS = ["sum", "avg", "min", "max", "prod"]
+
+
+def make_input(dtype: str, count: int, index: int, op: str = "sum", seed: int | None = None):
+    """Deterministic input of peer `index`: small integers, so that every reduction of
+    them is exact in every dtype and order (prod uses -1, 1, 2 to stay in range).
+    With a seed: uniform floats in [0, 1) instead (for bit-identity and error bounds)."""
+    import numpy as np
+
+    if seed is not None:
+        values = np.random.default_rng(seed * 1000 + index).random(count)
+    elif op == "prod":
+        values = np.array([-1.0, 1.0, 2.0])[(np.arange(count) * 5 + index * 3) % 3]
+    else:
+        values = ((np.arange(count) * 7 + index * 13) % 11).astype(np.float64)
+        if dtype != "uint8":
+            values -= 5
+    if dtype == "bfloat16":
+        import torch
+
+        return torch.tensor(values, dtype=torch.float32).to(torch.bfloat16)
+    return values.astype(dtype)
+
+
+def as_bytes(x) -> bytes:
+    """Raw bytes of a numpy array or torch tensor (bfloat16 included)."""
+    if hasattr(x, "data_ptr"):
+        import torch
+
+        return x.contiguous().view(torch.uint8).numpy().tobytes() if x.numel() else b""
+    return x.tobytes()
+
+
+def digest(x) -> str:
+    import hashlib
+
+    return hashlib.sha256(as_bytes(x)).hexdigest()
+
 
 class ProcessFailed(AssertionError):
     pass

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pcomm
+from harness import digest, make_input
 
 
 def info(comm):
@@ -46,6 +47,28 @@ def main():
                 while comm.world_size != cmd["size"] and time.monotonic() < deadline:
                     time.sleep(0.001)
                 result = info(comm)
+            elif op == "all_reduce":
+                # One all-reduce of make_input(...) data; reports hashes so the test can
+                # compare bytes across peers and check the input survived a failure.
+                x = make_input(cmd["dtype"], cmd["count"], cmd["index"], cmd.get("op", "sum"), cmd.get("seed"))
+                before = digest(x)
+                try:
+                    rinfo = comm.all_reduce(
+                        x, op=cmd.get("op", "sum"), tag=cmd.get("tag", 0),
+                        quantization=cmd.get("quantization"), timeout=cmd.get("timeout"),
+                    )
+                except pcomm.errors.PcommError as e:
+                    e.args = (f"{e} [failed_at={time.time()!r} before={before} after={digest(x)}]",)
+                    raise
+                result = {"before": before, "after": digest(x), "world_size": rinfo.world_size,
+                          "bytes_sent": rinfo.bytes_sent, "seconds": rinfo.seconds}
+            elif op == "all_reduce_cases":
+                # Many all-reduces in a row; returns the hash of each result.
+                result = []
+                for dtype, rop, count, quant in cmd["cases"]:
+                    x = make_input(dtype, count, cmd["index"], rop)
+                    rinfo = comm.all_reduce(x, op=rop, quantization=quant, timeout=cmd.get("timeout"))
+                    result.append({"hash": digest(x), "world_size": rinfo.world_size})
             elif op == "close":
                 comm.close()
                 result = None

@@ -63,18 +63,17 @@ int CollectiveOp::rank() const {
 
 void CollectiveOp::complete_locked(std::unique_lock<std::mutex>& lock, std::optional<OpError> error,
                                    const std::string& message) {
+  (void)lock;  // held throughout: the caller must not see kDone before the tag is free
   if (phase_ == Phase::kDone) return;
+  // Free the tag first (lock order: op mutex, then the communicator's), so a caller that
+  // returns from wait() may reuse the tag at once.
+  if (completed_) completed_(request_.tag, this);
   phase_ = Phase::kDone;
   error_ = error;
   message_ = message;
   info_.world_size = world_;
   info_.seconds = duration_to_seconds(Clock::now() - started_);
   cv_.notify_all();
-  auto completed = completed_;
-  uint32_t tag = request_.tag;
-  lock.unlock();
-  if (completed) completed(tag, this);
-  lock.lock();
 }
 
 ReduceInfo CollectiveOp::wait(Duration timeout) {

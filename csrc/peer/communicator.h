@@ -7,6 +7,10 @@
 // Any failure of the coordinator link (closed, silent past the heartbeat timeout, an
 // Error frame) is recorded once and every current and later wait raises it, until
 // connect() starts over as a new peer.
+//
+// Lock order: a CollectiveOp's mutex may be held while taking mutex_ (an op frees its
+// tag on completion), never the reverse: code holding mutex_ copies the ops it needs
+// and calls into them after releasing it.
 #pragma once
 
 #include <condition_variable>
