@@ -130,8 +130,8 @@ class PeerProcess(_Proc):
         super().__init__([sys.executable, WORKER, json.dumps(kwargs)], env)
         assert self.reply(timeout=30)["result"] == "ready"
 
-    def send(self, op: str, **args) -> None:
-        args["op"] = op
+    def send(self, command: str, **args) -> None:
+        args["cmd"] = command
         self.proc.stdin.write(json.dumps(args) + "\n")
         self.proc.stdin.flush()
 
@@ -139,14 +139,14 @@ class PeerProcess(_Proc):
         return json.loads(self.read_line(timeout))
 
     # `wait` bounds how long the test waits for the reply; `timeout` in args goes to pcomm.
-    def call(self, op: str, wait: float = 30, **args) -> dict:
-        self.send(op, **args)
+    def call(self, command: str, wait: float = 30, **args) -> dict:
+        self.send(command, **args)
         return self.reply(wait)
 
-    def ok(self, op: str, wait: float = 30, **args):
-        r = self.call(op, wait, **args)
+    def ok(self, command: str, wait: float = 30, **args):
+        r = self.call(command, wait, **args)
         if not r["ok"]:
-            raise ProcessFailed(f"{op} failed: {r['error']}: {r['message']}")
+            raise ProcessFailed(f"{command} failed: {r['error']}: {r['message']}")
         return r["result"]
 
 

@@ -1,6 +1,6 @@
 """A pcomm peer in its own process, driven by the tests over stdin/stdout.
 
-Each stdin line is a JSON command {"op": ..., ...}; each reply is one JSON line
+Each stdin line is a JSON command {"cmd": ..., ...}; each reply is one JSON line
 {"ok": bool, "result"|"error"+"message", "elapsed": seconds}. Running peers as real
 processes lets tests SIGKILL and SIGSTOP them.
 """
@@ -30,7 +30,7 @@ def main():
     print(json.dumps({"ok": True, "result": "ready"}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
-        op = cmd.pop("op")
+        op = cmd.pop("cmd")
         start = time.monotonic()
         try:
             if op == "connect":

@@ -75,6 +75,7 @@ void register_coord(py::module_& m) {
         d["epoch"] = s.epoch;
         d["ring"] = s.ring;
         d["pending"] = s.pending;
+        d["collectives_running"] = s.collectives_running;
         return d;
       });
 

@@ -136,6 +136,12 @@ Actions Collectives::on_report(const std::string& peer, const proto::CollOutcome
   return out;
 }
 
+size_t Collectives::running() const {
+  size_t n = 0;
+  for (const auto& [tag, op] : ops_) n += op.op_id != 0 ? 1 : 0;
+  return n;
+}
+
 Actions Collectives::on_view_changed(const View& view) {
   Actions out;
   std::set<std::string> ring(view.ring.begin(), view.ring.end());

@@ -42,6 +42,8 @@ class Collectives {
   // Call after any change of epoch, ring or readiness.
   Actions on_view_changed(const View& view);
   bool busy() const { return !ops_.empty(); }
+  // Operations started (CollGo sent) and not yet decided.
+  size_t running() const;
 
  private:
   struct Op {

@@ -82,6 +82,7 @@ void Coordinator::publish_snapshot() {
   snapshot_.epoch = membership_.epoch();
   snapshot_.ring = membership_.ring();
   snapshot_.pending = membership_.pending_count();
+  snapshot_.collectives_running = collectives_.running();
 }
 
 std::string Coordinator::new_peer_id() {

@@ -46,6 +46,7 @@ class Coordinator {
     uint64_t epoch = 0;
     std::vector<std::string> ring;
     uint32_t pending = 0;
+    size_t collectives_running = 0;
   };
   Snapshot snapshot() const;
 

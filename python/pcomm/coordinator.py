@@ -62,6 +62,11 @@ class Coordinator:
     def pending_peers(self) -> int:
         return self._impl.snapshot()["pending"]
 
+    @property
+    def collectives_running(self) -> int:
+        """Collectives started and not yet committed or aborted."""
+        return self._impl.snapshot()["collectives_running"]
+
     def __enter__(self) -> "Coordinator":
         if not self._impl.running:
             self.start()
