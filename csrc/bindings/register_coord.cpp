@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/register.h"
+#include "coord/collectives.h"
 #include "coord/coordinator.h"
 #include "coord/membership.h"
 
@@ -24,6 +25,9 @@ const char* kind_name(coord::Action::Kind kind) {
     case K::kTopologyDone: return "topology_done";
     case K::kPendingChanged: return "pending_changed";
     case K::kDrop: return "drop";
+    case K::kCollGo: return "coll_go";
+    case K::kCollResult: return "coll_result";
+    case K::kRelink: return "relink";
   }
   return "?";
 }
@@ -47,6 +51,15 @@ py::list to_python(const coord::Actions& actions) {
     if (a.kind == K::kTopologyDone) d["seq"] = a.seq;
     if (a.kind == K::kPendingChanged) d["pending"] = a.pending;
     if (a.kind == K::kDrop) d["reason"] = a.reason;
+    if (a.kind == K::kCollGo || a.kind == K::kCollResult) {
+      d["tag"] = a.tag;
+      d["op_id"] = a.op_id;
+    }
+    if (a.kind == K::kCollGo) d["epoch"] = a.epoch;
+    if (a.kind == K::kCollResult) {
+      d["outcome"] = static_cast<int>(a.outcome);
+      d["message"] = a.reason;
+    }
     out.append(d);
   }
   return out;
@@ -109,6 +122,31 @@ void register_coord(py::module_& m) {
       .def_property_readonly("ring", &coord::Membership::ring)
       .def_property_readonly("epoch_ready", &coord::Membership::epoch_ready)
       .def_property_readonly("pending_count", &coord::Membership::pending_count);
+
+  // Views cross as (epoch, ring, ready); announcements as (tag, count, dtype, op, quant).
+  auto view = [](uint64_t epoch, std::vector<std::string> ring, bool ready) {
+    return coord::View{epoch, std::move(ring), ready};
+  };
+  py::class_<coord::Collectives>(m, "_Collectives")
+      .def(py::init<>())
+      .def("on_announce",
+           [view](coord::Collectives& c, const std::string& peer, uint32_t tag, uint64_t count, uint8_t dtype,
+                  uint8_t op, uint8_t quant, uint64_t epoch, std::vector<std::string> ring, bool ready) {
+             proto::Announce a{tag, count, dtype, op, quant};
+             return to_python(c.on_announce(peer, a, view(epoch, std::move(ring), ready)));
+           })
+      .def("on_report",
+           [view](coord::Collectives& c, const std::string& peer, uint32_t tag, uint64_t op_id, int outcome,
+                  const std::string& message, uint64_t epoch, std::vector<std::string> ring, bool ready) {
+             proto::CollOutcome r{tag, op_id, static_cast<proto::Outcome>(outcome), message};
+             return to_python(c.on_report(peer, r, view(epoch, std::move(ring), ready)));
+           })
+      .def("on_view_changed",
+           [view](coord::Collectives& c, uint64_t epoch, std::vector<std::string> ring, bool ready) {
+             return to_python(c.on_view_changed(view(epoch, std::move(ring), ready)));
+           })
+      .def_property_readonly("busy", &coord::Collectives::busy)
+      .def_property_readonly("running", &coord::Collectives::running);
 }
 
 }  // namespace pcomm::bindings
