@@ -99,12 +99,24 @@ def run_peers(system: str, world: int, sizes, address: str, prefixes, extra) -> 
             sys.executable, os.path.abspath(__file__), "--worker", system, "--address", address,
             "--rank", str(rank), "--world", str(world), "--sizes", ",".join(map(str, sizes)),
         ] + extra
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+        # One BLAS/OpenMP thread per worker for both systems: idle pool threads spinning on
+        # the bench machine's few cores would only add noise.
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        if prefixes[rank]:  # in a namespace: Gloo must use the peer's own interface
+            env["GLOO_SOCKET_IFNAME"] = prefixes[rank][-1] + "p"
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env))
+    # If one worker fails the others would wait for it forever: end them all.
+    deadline = time.monotonic() + 1800
+    while any(p.poll() is None for p in procs):
+        if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+            raise SystemExit(f"a {system} worker failed; see its error above")
+        time.sleep(0.05)
     results = []
     for p in procs:
-        out, _ = p.communicate(timeout=1800)
-        if p.returncode != 0:
-            raise SystemExit(f"{system} worker failed with exit code {p.returncode}")
+        out = p.stdout.read()
         results.append([json.loads(line) for line in out.splitlines() if line.startswith("{")])
     by_size = {}
     for i, size in enumerate(sizes):
