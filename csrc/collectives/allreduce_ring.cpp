@@ -1,17 +1,21 @@
 // Ring all-reduce; see allreduce_ring.h and ring_plan.h.
 //
-// Each lane runs two cursors over its plan: the send cursor and the receive cursor.
-// A send item of step s > 0 may start once the receive item it depends on has finished.
-// Data frames: the usual 12-byte frame header (type kData) + u64 op id + u32 item index,
-// then the chunk (raw elements, or a minmax_u8 block when quantized).
+// Striping is dynamic: whichever connection (lane) is free takes the next send item
+// whose input is ready, so a slow or stalled connection delays only the chunks it
+// carries instead of a fixed share of the op. Every data frame names its item (its
+// index in the plan, which sender and receiver share), so the receiver places a chunk
+// by its header, whatever lane it came on:
+//   frame header (12 bytes, type kData) + u64 op id + u32 item index, then the chunk
+//   (raw elements, or a minmax_u8 block when quantized).
+// Receiving never waits for sending, so the ring cannot deadlock.
 #include "collectives/allreduce_ring.h"
 
 #include <cstring>
-#include <deque>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "collectives/quantize.h"
@@ -26,219 +30,266 @@ namespace pcomm::collectives {
 namespace {
 
 constexpr size_t kDataHeader = proto::kHeaderSize + 8 + 4;
+// With lanes on several threads, a thread whose next send waits on a receive made by
+// another thread re-checks this often (a thread only sleeps on its own sockets).
+constexpr Millis kCrossThreadRecheck{1};
+
+// What all lanes share: the send cursor, which items arrived, quantized chunks waiting
+// to be forwarded. Guarded by mutex (held only for bookkeeping, never for I/O).
+class Ring {
+ public:
+  Ring(const AllReduceArgs& a, net::Transport& t, size_t chunk)
+      : a(a), t(t), plan(a.count, a.world, a.rank, chunk), esize(dtype_size(a.dtype)),
+        quant(a.quantization == Quantization::kMinMaxU8), rs_steps(a.world - 1),
+        last_step(2 * (a.world - 1) - 1), claimed(plan.recvs().size(), 0), received(plan.recvs().size(), 0) {}
+
+  // The next send item, if its input is ready.
+  bool take_send(size_t* index) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (next_send == plan.sends().size()) return false;
+    int64_t dep = plan.sends()[next_send].dep;
+    if (dep >= 0 && !received[static_cast<size_t>(dep)]) return false;
+    *index = next_send++;
+    return true;
+  }
+  bool send_blocked() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return next_send < plan.sends().size();
+  }
+  void send_finished(int64_t forwarded_from) {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++sends_done;
+    if (forwarded_from >= 0) forward.erase(static_cast<size_t>(forwarded_from));
+  }
+  void claim(size_t index) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (claimed[index]) throw ProtocolError("data item " + std::to_string(index) + " arrived twice");
+    claimed[index] = 1;
+  }
+  void received_item(size_t index, std::vector<uint8_t>* to_forward) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (to_forward) forward[index] = std::move(*to_forward);
+    received[index] = 1;
+    ++recvs_done;
+  }
+  const uint8_t* forward_bytes(size_t recv_index) {
+    std::lock_guard<std::mutex> lock(mutex);
+    return forward.at(recv_index).data();  // node-based map: the pointer stays valid
+  }
+  bool all_received() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return recvs_done == plan.recvs().size();
+  }
+  bool finished() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return recvs_done == plan.recvs().size() && sends_done == plan.sends().size();
+  }
+
+  uint8_t* scratch(const RingItem& it) const { return static_cast<uint8_t*>(a.result) + it.begin * esize; }
+  const uint8_t* input(const RingItem& it) const { return static_cast<const uint8_t*>(a.input) + it.begin * esize; }
+  size_t wire_size(const RingItem& it) const { return quant ? quantized_size(it.count) : it.count * esize; }
+  bool forwarded(const RingItem& it) const { return it.step >= rs_steps && it.step < last_step; }
+
+  const AllReduceArgs& a;
+  net::Transport& t;
+  RingPlan plan;
+  size_t esize;
+  bool quant;
+  size_t rs_steps;
+  size_t last_step;
+
+ private:
+  std::mutex mutex;
+  size_t next_send = 0;
+  size_t sends_done = 0;
+  size_t recvs_done = 0;
+  std::vector<uint8_t> claimed, received;
+  std::unordered_map<size_t, std::vector<uint8_t>> forward;  // quantized all-gather chunks
+};
 
 class Lane {
  public:
-  Lane(const AllReduceArgs& a, const LanePlan& plan, size_t lane, net::Transport& t)
-      : a_(a), plan_(plan), lane_(lane), t_(t), esize_(dtype_size(a.dtype)),
-        quant_(a.quantization == Quantization::kMinMaxU8), rs_steps_(a.world - 1),
-        last_step_(2 * (a.world - 1) - 1) {}
-
-  bool finished() const { return si_ == plan_.sends.size() && ri_ == plan_.recvs.size(); }
-  bool send_ready() const {
-    if (si_ == plan_.sends.size()) return false;
-    const RingItem& it = plan_.sends[si_];
-    return sending_ || it.dep < 0 || static_cast<size_t>(it.dep) < ri_;
-  }
-  bool recv_ready() const {
-    // Receiving never waits on sending, so the ring cannot deadlock; quantized chunks to
-    // forward queue up instead (a chunk or two in practice: all-gather is chunk-major).
-    return ri_ < plan_.recvs.size();
-  }
-  size_t id() const { return lane_; }
-
-  // Each moves as many bytes as the socket takes now; true if anything moved.
+  Lane(Ring& ring, size_t id) : r_(ring), id_(id) {}
+  size_t id() const { return id_; }
+  bool sending() const { return sending_; }
+  // Each moves what the socket takes now; true if anything moved.
   bool pump_send();
   bool pump_recv();
-
   AllReduceStats stats;
 
  private:
-  bool is_forwarded(const RingItem& it) const { return it.step >= a_.world - 1 && it.step < last_step_; }
-  uint8_t* scratch(const RingItem& it) const { return static_cast<uint8_t*>(a_.result) + it.begin * esize_; }
-  const uint8_t* input(const RingItem& it) const {
-    return static_cast<const uint8_t*>(a_.input) + it.begin * esize_;
-  }
-  size_t wire_size(const RingItem& it) const { return quant_ ? quantized_size(it.count) : it.count * esize_; }
-  void write_header(uint8_t* h, size_t item, size_t payload) const;
-  void start_send();
-  void check_header() const;
+  void start_send(size_t index);
+  void on_header();
   void finish_recv();
 
-  const AllReduceArgs& a_;
-  const LanePlan& plan_;
-  size_t lane_;
-  net::Transport& t_;
-  size_t esize_;
-  bool quant_;
-  size_t rs_steps_;
-  size_t last_step_;
+  Ring& r_;
+  size_t id_;
 
-  size_t si_ = 0;  // send cursor
   bool sending_ = false;
+  size_t send_index_ = 0;
   uint8_t send_hdr_[kDataHeader];
   const uint8_t* send_payload_ = nullptr;
   size_t send_len_ = 0;
   size_t sent_ = 0;
-  bool send_from_forward_ = false;
   std::vector<uint8_t> send_buf_;
 
-  size_t ri_ = 0;  // receive cursor
-  bool receiving_ = false;
   uint8_t recv_hdr_[kDataHeader];
+  size_t got_ = 0;  // bytes of the current frame (header included)
+  size_t recv_index_ = 0;
   uint8_t* recv_target_ = nullptr;
   size_t recv_len_ = 0;
-  size_t got_ = 0;
   std::vector<uint8_t> recv_buf_;
-  std::deque<std::vector<uint8_t>> forward_;  // quantized chunks waiting to go right
-  std::vector<std::vector<uint8_t>> spare_;   // recycled forward buffers
 };
 
-void Lane::write_header(uint8_t* h, size_t item, size_t payload) const {
-  proto::encode_header(proto::Header{proto::kProtocolVersion, static_cast<uint16_t>(proto::MsgType::kData),
-                                     static_cast<uint32_t>(12 + payload)},
-                       h);
-  proto::Writer w;
-  w.u64(a_.op_id);
-  w.u32(static_cast<uint32_t>(item));
-  std::memcpy(h + proto::kHeaderSize, w.bytes().data(), 12);
-}
-
-void Lane::start_send() {
-  const RingItem& it = plan_.sends[si_];
-  send_from_forward_ = false;
-  if (!quant_) {
-    send_payload_ = it.step == 0 ? input(it) : scratch(it);
-  } else if (it.step > rs_steps_) {
-    send_payload_ = forward_.front().data();  // forward the bytes exactly as received
-    send_from_forward_ = true;
+void Lane::start_send(size_t index) {
+  const RingItem& it = r_.plan.sends()[index];
+  send_index_ = index;
+  if (!r_.quant) {
+    send_payload_ = it.step == 0 ? r_.input(it) : r_.scratch(it);
+  } else if (it.step > r_.rs_steps) {
+    send_payload_ = r_.forward_bytes(static_cast<size_t>(it.dep));  // forward bytes as received
   } else {
     send_buf_.resize(quantized_size(it.count));
-    const void* src = it.step == 0 ? static_cast<const void*>(input(it)) : static_cast<const void*>(scratch(it));
-    quantize_minmax_u8(a_.dtype, src, it.count, send_buf_.data());
-    if (it.step == rs_steps_) {
+    const void* src = it.step == 0 ? static_cast<const void*>(r_.input(it)) : static_cast<const void*>(r_.scratch(it));
+    quantize_minmax_u8(r_.a.dtype, src, it.count, send_buf_.data());
+    if (it.step == r_.rs_steps) {
       // The owner keeps what everyone else will reconstruct, so all peers hold equal bytes.
-      dequantize_minmax_u8(a_.dtype, send_buf_.data(), it.count, scratch(it));
+      dequantize_minmax_u8(r_.a.dtype, send_buf_.data(), it.count, r_.scratch(it));
     }
     send_payload_ = send_buf_.data();
   }
-  send_len_ = wire_size(it);
-  write_header(send_hdr_, si_, send_len_);
+  send_len_ = r_.wire_size(it);
+  proto::encode_header(proto::Header{proto::kProtocolVersion, static_cast<uint16_t>(proto::MsgType::kData),
+                                     static_cast<uint32_t>(12 + send_len_)},
+                       send_hdr_);
+  proto::Writer w;
+  w.u64(r_.a.op_id);
+  w.u32(static_cast<uint32_t>(index));
+  std::memcpy(send_hdr_ + proto::kHeaderSize, w.bytes().data(), 12);
   sent_ = 0;
   sending_ = true;
 }
 
 bool Lane::pump_send() {
   bool moved = false;
-  while (send_ready()) {
-    if (!sending_) start_send();
-    size_t total = kDataHeader + send_len_;
+  for (;;) {
+    if (!sending_) {
+      size_t index;
+      if (!r_.take_send(&index)) return moved;
+      start_send(index);
+    }
     iovec iov[2];
     int n = 0;
     if (sent_ < kDataHeader) iov[n++] = iovec{send_hdr_ + sent_, kDataHeader - sent_};
     size_t body_off = sent_ > kDataHeader ? sent_ - kDataHeader : 0;
     iov[n++] = iovec{const_cast<uint8_t*>(send_payload_) + body_off, send_len_ - body_off};
-    size_t k = t_.send_some(lane_, iov, n);
+    size_t k = r_.t.send_some(id_, iov, n);
     if (k == 0) return moved;
     moved = true;
     sent_ += k;
     stats.bytes_sent += k;
-    if (sent_ == total) {
-      if (send_from_forward_) {
-        spare_.push_back(std::move(forward_.front()));
-        forward_.pop_front();
-      }
+    if (sent_ == kDataHeader + send_len_) {
+      const RingItem& it = r_.plan.sends()[send_index_];
       sending_ = false;
-      ++si_;
+      r_.send_finished(r_.quant && it.step > r_.rs_steps ? it.dep : -1);
     }
   }
-  return moved;
 }
 
-void Lane::check_header() const {
+void Lane::on_header() {
   proto::Header h = proto::decode_header(recv_hdr_);
-  proto::Reader r(recv_hdr_ + proto::kHeaderSize, 12);
-  uint64_t op_id = r.u64();
-  uint32_t item = r.u32();
-  size_t expect = wire_size(plan_.recvs[ri_]);
+  proto::Reader rd(recv_hdr_ + proto::kHeaderSize, 12);
+  uint64_t op_id = rd.u64();
+  uint32_t index = rd.u32();
   if (h.version != proto::kProtocolVersion || h.type != static_cast<uint16_t>(proto::MsgType::kData) ||
-      h.length != 12 + expect || op_id != a_.op_id || item != ri_) {
-    throw ProtocolError("unexpected data frame on lane " + std::to_string(lane_) + ": op " + std::to_string(op_id) +
-                        " item " + std::to_string(item) + " length " + std::to_string(h.length) + ", expected op " +
-                        std::to_string(a_.op_id) + " item " + std::to_string(ri_) + " length " +
-                        std::to_string(12 + expect));
+      op_id != r_.a.op_id || index >= r_.plan.recvs().size()) {
+    throw ProtocolError("unexpected data frame on lane " + std::to_string(id_) + ": type " + std::to_string(h.type) +
+                        ", op " + std::to_string(op_id) + " (expected " + std::to_string(r_.a.op_id) + "), item " +
+                        std::to_string(index));
+  }
+  const RingItem& it = r_.plan.recvs()[index];
+  recv_len_ = r_.wire_size(it);
+  if (h.length != 12 + recv_len_) {
+    throw ProtocolError("data item " + std::to_string(index) + " has length " + std::to_string(h.length) +
+                        ", expected " + std::to_string(12 + recv_len_));
+  }
+  r_.claim(index);
+  recv_index_ = index;
+  if (!r_.quant) {
+    recv_target_ = r_.scratch(it);  // the network writes straight into place
+  } else {
+    recv_buf_.resize(recv_len_);
+    recv_target_ = recv_buf_.data();
   }
 }
 
 bool Lane::pump_recv() {
   bool moved = false;
-  while (recv_ready()) {
-    const RingItem& it = plan_.recvs[ri_];
-    if (!receiving_) {
-      receiving_ = true;
-      got_ = 0;
-      recv_len_ = wire_size(it);
-      if (!quant_) {
-        recv_target_ = scratch(it);
-      } else if (is_forwarded(it)) {
-        if (spare_.empty()) spare_.emplace_back();
-        forward_.push_back(std::move(spare_.back()));
-        spare_.pop_back();
-        forward_.back().resize(recv_len_);
-        recv_target_ = forward_.back().data();
-      } else {
-        recv_buf_.resize(recv_len_);
-        recv_target_ = recv_buf_.data();
-      }
-    }
+  for (;;) {
     size_t k;
+    if (got_ == 0 && r_.all_received()) return moved;  // later bytes belong to a later op
     if (got_ < kDataHeader) {
-      k = t_.recv_some(lane_, recv_hdr_ + got_, kDataHeader - got_);
+      k = r_.t.recv_some(id_, recv_hdr_ + got_, kDataHeader - got_);
     } else {
-      k = t_.recv_some(lane_, recv_target_ + (got_ - kDataHeader), recv_len_ - (got_ - kDataHeader));
+      k = r_.t.recv_some(id_, recv_target_ + (got_ - kDataHeader), recv_len_ - (got_ - kDataHeader));
     }
     if (k == 0) return moved;
     moved = true;
-    bool header_done_now = got_ < kDataHeader && got_ + k >= kDataHeader;
     got_ += k;
     stats.bytes_received += k;
-    if (header_done_now) check_header();
-    if (got_ == kDataHeader + recv_len_) finish_recv();
+    if (got_ == kDataHeader) on_header();
+    if (recv_target_ != nullptr && got_ == kDataHeader + recv_len_) finish_recv();
   }
-  return moved;
 }
 
 void Lane::finish_recv() {
-  const RingItem& it = plan_.recvs[ri_];
-  if (quant_) dequantize_minmax_u8(a_.dtype, recv_target_, it.count, scratch(it));
-  if (it.step < rs_steps_) {
-    reduce(a_.dtype, a_.op, scratch(it), input(it), scratch(it), it.count);
-    if (it.step == rs_steps_ - 1 && a_.op == ReduceOp::kAvg) divide(a_.dtype, scratch(it), it.count, a_.world);
+  const RingItem& it = r_.plan.recvs()[recv_index_];
+  const AllReduceArgs& a = r_.a;
+  if (r_.quant) dequantize_minmax_u8(a.dtype, recv_target_, it.count, r_.scratch(it));
+  if (it.step < r_.rs_steps) {
+    reduce(a.dtype, a.op, r_.scratch(it), r_.input(it), r_.scratch(it), it.count);
+    if (it.step == r_.rs_steps - 1 && a.op == ReduceOp::kAvg) divide(a.dtype, r_.scratch(it), it.count, a.world);
   }
-  receiving_ = false;
-  ++ri_;
+  bool keep = r_.quant && r_.forwarded(it);
+  r_.received_item(recv_index_, keep ? &recv_buf_ : nullptr);
+  if (keep) recv_buf_ = std::vector<uint8_t>();
+  got_ = 0;
+  recv_target_ = nullptr;
+  recv_len_ = 0;
 }
 
-// Drives a set of lanes on this thread until all finish.
-void run_lanes(std::vector<Lane*>& lanes, net::Transport& t, TimePoint deadline) {
+// Drives a set of lanes on this thread until the whole ring is done.
+void run_lanes(Ring& ring, std::vector<Lane*>& lanes, bool shared_with_other_threads) {
   std::vector<net::Transport::Interest> interests;
   for (;;) {
     bool moved = false;
-    bool all_done = true;
     for (Lane* lane : lanes) {
       moved |= lane->pump_recv();
       moved |= lane->pump_send();
-      all_done = all_done && lane->finished();
     }
-    if (all_done) return;
+    if (ring.finished()) return;
     if (moved) continue;
+    bool more_to_send = ring.send_blocked();
+    bool more_to_receive = !ring.all_received();
     interests.clear();
+    bool idle_sender = false;
     for (Lane* lane : lanes) {
-      if (lane->finished()) continue;
-      interests.push_back({lane->id(), lane->send_ready(), lane->recv_ready()});
+      // A lane in the middle of a send waits for room; an idle one for a receive that
+      // makes the next send ready (which arrives on some lane's socket).
+      interests.push_back({lane->id(), lane->sending(), more_to_receive});
+      idle_sender = idle_sender || (!lane->sending() && more_to_send);
     }
-    PCOMM_CHECK(!interests.empty(), ProtocolError, "ring stalled with nothing to wait for");
-    t.wait(interests, deadline);
+    TimePoint wake_by = TimePoint::max();
+    if (shared_with_other_threads && idle_sender) wake_by = Clock::now() + kCrossThreadRecheck;
+    if (!more_to_receive && !idle_sender) {
+      bool any = false;
+      for (Lane* lane : lanes) any = any || lane->sending();
+      if (!any) {
+        // This thread's part is done; others still work. Re-check now and then.
+        wake_by = Clock::now() + kCrossThreadRecheck;
+      }
+    }
+    ring.t.wait(interests, ring.a.deadline, wake_by);
   }
 }
 
@@ -250,11 +301,10 @@ AllReduceStats allreduce_ring(net::Transport& transport, const AllReduceArgs& a)
     if (a.count > 0) std::memcpy(a.result, a.input, a.count * esize);
     return {};
   }
+  Ring ring(a, transport, std::max<size_t>(1, a.chunk_bytes / esize));
   size_t lanes = transport.lanes();
-  size_t chunk = std::max<size_t>(1, a.chunk_bytes / esize);
-  RingPlan plan(a.count, a.world, a.rank, lanes, chunk);
   std::vector<std::unique_ptr<Lane>> all;
-  for (size_t l = 0; l < lanes; ++l) all.push_back(std::make_unique<Lane>(a, plan.lanes()[l], l, transport));
+  for (size_t l = 0; l < lanes; ++l) all.push_back(std::make_unique<Lane>(ring, l));
 
   size_t threads = std::max<size_t>(1, std::min(a.threads, lanes));
   std::vector<std::vector<Lane*>> groups(threads);
@@ -264,7 +314,7 @@ AllReduceStats allreduce_ring(net::Transport& transport, const AllReduceArgs& a)
   std::exception_ptr first_error;
   auto run_group = [&](size_t g) {
     try {
-      run_lanes(groups[g], transport, a.deadline);
+      run_lanes(ring, groups[g], threads > 1);
     } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(error_mutex);
       if (!first_error) first_error = std::current_exception();

@@ -1,6 +1,7 @@
 // RingPlan construction; see ring_plan.h.
 #include "collectives/ring_plan.h"
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -8,16 +9,12 @@
 
 namespace pcomm::collectives {
 
-RingPlan::RingPlan(size_t count, size_t world, size_t rank, size_t lanes, size_t chunk_elems)
-    : count_(count), world_(world), rank_(rank), lane_count_(lanes), chunk_elems_(chunk_elems) {
+RingPlan::RingPlan(size_t count, size_t world, size_t rank, size_t chunk_elems)
+    : count_(count), world_(world), rank_(rank), chunk_elems_(chunk_elems) {
   PCOMM_CHECK(world >= 1 && rank < world, InvalidArgument, "bad ring position");
-  PCOMM_CHECK(lanes >= 1 && chunk_elems >= 1, InvalidArgument, "bad ring plan parameters");
-  lanes_.resize(lanes);
+  PCOMM_CHECK(chunk_elems >= 1, InvalidArgument, "bad ring plan parameters");
   if (world == 1) return;
-  // Reduce-scatter items go step by step; all-gather items chunk by chunk (every step of
-  // chunk 0, then of chunk 1...), so a received all-gather chunk is forwarded right away
-  // and nothing waits long in a lane's forward queue.
-  std::vector<std::map<std::pair<size_t, size_t>, int64_t>> recv_index(lanes);
+  std::map<std::pair<size_t, size_t>, int64_t> recv_index;  // (step, chunk) -> index
   auto add = [&](size_t s, size_t c, bool recv) {
     size_t seg = recv ? recv_segment(s) : send_segment(s);
     size_t n = segment_count(seg);
@@ -27,16 +24,16 @@ RingPlan::RingPlan(size_t count, size_t world, size_t rank, size_t lanes, size_t
     item.segment = static_cast<uint32_t>(seg);
     item.begin = segment_begin(seg) + c * chunk_elems_;
     item.count = std::min(chunk_elems_, n - c * chunk_elems_);
-    LanePlan& lane = lanes_[c % lanes];
     if (recv) {
-      recv_index[c % lanes][{s, c}] = static_cast<int64_t>(lane.recvs.size());
-      lane.recvs.push_back(item);
+      recv_index[{s, c}] = static_cast<int64_t>(recvs_.size());
+      recvs_.push_back(item);
     } else {
-      if (s > 0) item.dep = recv_index[c % lanes].at({s - 1, c});
-      lane.sends.push_back(item);
+      if (s > 0) item.dep = recv_index.at({s - 1, c});
+      sends_.push_back(item);
     }
   };
-  size_t max_chunks = (segment_count(world - 1) + chunk_elems_ - 1) / chunk_elems_;  // the largest segment
+  // The largest segment is the last one (segment_begin rounds down).
+  size_t max_chunks = (segment_count(world - 1) + chunk_elems_ - 1) / chunk_elems_;
   for (size_t s = 0; s < reduce_scatter_steps(); ++s) {
     for (size_t c = 0; c < max_chunks; ++c) {
       add(s, c, true);

@@ -1,17 +1,18 @@
 // RingPlan: which bytes move when, in a ring all-reduce (reduce-scatter, then
 // all-gather) of `count` elements over `world` peers, seen from `rank`.
 //
-// The buffer is split into `world` segments; each segment into chunks of at most
-// `chunk_elems` elements; chunk c of every segment travels on lane c % lanes (one lane
-// per TCP connection of the pool). Step s = 0 .. 2(world-1)-1:
+// The buffer is split into `world` segments and each segment into chunks of at most
+// `chunk_elems` elements. Step s = 0 .. 2(world-1)-1:
 //   reduce-scatter (s < world-1): send segment (rank - s), receive (rank - s - 1), reduce
 //   all-gather    (s >= world-1): send segment (rank + 1 - t), receive (rank - t),
 //                                 with t = s - (world-1)
 // After reduce-scatter this peer owns the fully reduced segment (rank + 1). The send of
 // (s, c) for s > 0 needs the receive of (s - 1, c): the segment sent at step s is the one
-// received at step s - 1. Every lane is therefore an independent pipeline. A lane's
-// reduce-scatter items are ordered by step, its all-gather items by chunk, then step;
-// the right neighbour's receive order mirrors this peer's send order exactly.
+// received at step s - 1 (`dep`). Items are listed in the order they are sent:
+// reduce-scatter step by step, all-gather chunk by chunk (every step of chunk 0, then
+// of chunk 1...), so a received all-gather chunk can be forwarded at once. The right
+// neighbour's receive list is this peer's send list, item for item, so an item's index
+// names it on the wire.
 #pragma once
 
 #include <cstddef>
@@ -25,17 +26,12 @@ struct RingItem {
   uint32_t segment = 0;
   size_t begin = 0;  // first element
   size_t count = 0;  // elements
-  int64_t dep = -1;  // send items: index of the lane's receive item it waits for
-};
-
-struct LanePlan {
-  std::vector<RingItem> sends;
-  std::vector<RingItem> recvs;
+  int64_t dep = -1;  // send items: index of the receive item it waits for
 };
 
 class RingPlan {
  public:
-  RingPlan(size_t count, size_t world, size_t rank, size_t lanes, size_t chunk_elems);
+  RingPlan(size_t count, size_t world, size_t rank, size_t chunk_elems);
 
   size_t steps() const { return 2 * (world_ - 1); }
   size_t reduce_scatter_steps() const { return world_ - 1; }
@@ -44,11 +40,12 @@ class RingPlan {
   size_t send_segment(size_t step) const;
   size_t recv_segment(size_t step) const;
   size_t owned_segment() const { return (rank_ + 1) % world_; }
-  const std::vector<LanePlan>& lanes() const { return lanes_; }
+  const std::vector<RingItem>& sends() const { return sends_; }
+  const std::vector<RingItem>& recvs() const { return recvs_; }
 
  private:
-  size_t count_, world_, rank_, lane_count_, chunk_elems_;
-  std::vector<LanePlan> lanes_;
+  size_t count_, world_, rank_, chunk_elems_;
+  std::vector<RingItem> sends_, recvs_;
 };
 
 }  // namespace pcomm::collectives

@@ -69,7 +69,7 @@ size_t SocketLanes::recv_some(size_t lane, void* buf, size_t len) {
   }
 }
 
-void SocketLanes::wait(const std::vector<Interest>& interests, TimePoint deadline) {
+void SocketLanes::wait(const std::vector<Interest>& interests, TimePoint deadline, TimePoint wake_by) {
   std::vector<pollfd> fds;
   fds.reserve(2 * interests.size() + 1);
   fds.push_back(pollfd{cancel_->fd(), POLLIN, 0});
@@ -79,8 +79,10 @@ void SocketLanes::wait(const std::vector<Interest>& interests, TimePoint deadlin
   }
   for (;;) {
     if (cancel_->fired()) throw Aborted(cancel_->reason());
-    auto left = deadline - Clock::now();
-    if (left <= Duration::zero()) throw TimeoutError("data transfer timed out");
+    auto now = Clock::now();
+    if (now >= deadline) throw TimeoutError("data transfer timed out");
+    if (now >= wake_by) return;
+    auto left = std::min(deadline, wake_by) - now;
     int ms = static_cast<int>(std::chrono::ceil<Millis>(left).count());
     int rc = ::poll(fds.data(), fds.size(), ms);
     if (rc < 0 && errno == EINTR) continue;

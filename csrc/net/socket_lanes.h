@@ -40,7 +40,7 @@ class SocketLanes : public Transport {
   size_t lanes() const override { return send_fds_.size(); }
   size_t send_some(size_t lane, const iovec* iov, int iovcnt) override;
   size_t recv_some(size_t lane, void* buf, size_t len) override;
-  void wait(const std::vector<Interest>& interests, TimePoint deadline) override;
+  void wait(const std::vector<Interest>& interests, TimePoint deadline, TimePoint wake_by) override;
   void abort(const std::string& reason) override { cancel_->fire(reason); }
 
  private:

@@ -29,9 +29,10 @@ class Transport {
     bool send;
     bool recv;
   };
-  // Sleeps until one of the interests can progress. Throws TimeoutError at the deadline
-  // and Aborted when the operation was cancelled from another thread.
-  virtual void wait(const std::vector<Interest>& interests, TimePoint deadline) = 0;
+  // Sleeps until one of the interests can progress, or until wake_by (whichever is
+  // first). Throws TimeoutError at the deadline and Aborted when the operation was
+  // cancelled from another thread.
+  virtual void wait(const std::vector<Interest>& interests, TimePoint deadline, TimePoint wake_by) = 0;
   // Makes every current and later wait() throw Aborted(reason); callable from any thread.
   virtual void abort(const std::string& reason) = 0;
 };
