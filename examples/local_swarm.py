@@ -1,8 +1,12 @@
 """A local pcomm swarm: one coordinator and 4 peer processes on loopback.
 
-The peers join, run a training-like loop (update_topology between steps), one of them is
-killed with SIGKILL, the survivors carry on in a new epoch, and a replacement joins late.
-Everything that happens is printed. Run:  python examples/local_swarm.py
+The peers join and run a training-like loop: update_topology, then an all-reduce of
+known data (every peer contributes ones, so each element of the sum must equal the
+number of peers that took part). One peer is killed with SIGKILL; an all-reduce it was
+part of fails on the survivors with the input intact, they retry with the smaller world
+and carry on; a replacement joins late. Everything that happens is printed.
+
+Run:  python examples/local_swarm.py
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pcomm
 
 STEP_SECONDS = 0.1
+ELEMENTS = 1 << 20  # 4 MiB of float32 per all-reduce
 
 
 def say(line: str) -> None:
@@ -33,19 +39,34 @@ def run_peer(coordinator: str, seconds: float) -> None:
         say(f"{tag} joined: rank {comm.rank} of {comm.world_size}, epoch {comm.epoch}")
         seen = (comm.epoch, comm.world_size)
         step = 0
+        moved = 0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             try:
+                # connect() and update_topology() return at the same point of a step, so a
+                # peer admitted by this barrier starts right here with the others.
+                grads = np.ones(ELEMENTS, np.float32)
+                while True:
+                    try:
+                        info = comm.all_reduce(grads)
+                        break
+                    except (pcomm.errors.PeerLostError, pcomm.errors.AbortedError) as e:
+                        assert (grads == 1).all(), "a failed all-reduce must leave the input intact"
+                        say(f"{tag} step {step}: all-reduce failed ({type(e).__name__}: {e}); input intact, retrying")
+                if not (grads == info.world_size).all():
+                    raise SystemExit(f"{tag} wrong all-reduce result at step {step}")
+                moved += info.bytes_sent
+                time.sleep(STEP_SECONDS)  # stands in for the rest of a training step
                 comm.update_topology()
+                if (comm.epoch, comm.world_size) != seen:
+                    seen = (comm.epoch, comm.world_size)
+                    say(f"{tag} step {step}: epoch {comm.epoch}, now rank {comm.rank} of {comm.world_size}")
             except pcomm.errors.PcommError as e:
                 say(f"{tag} step {step}: {type(e).__name__}: {e}")
                 return
-            if (comm.epoch, comm.world_size) != seen:
-                seen = (comm.epoch, comm.world_size)
-                say(f"{tag} step {step}: epoch {comm.epoch}, now rank {comm.rank} of {comm.world_size}")
-            time.sleep(STEP_SECONDS)  # stands in for a training step
             step += 1
-        say(f"{tag} done after {step} steps (epoch {comm.epoch}, world size {comm.world_size})")
+        say(f"{tag} done after {step} steps, every all-reduce exact; sent {moved / 2**20:.0f} MiB "
+            f"(epoch {comm.epoch}, world size {comm.world_size})")
 
 
 def spawn_peer(coordinator: str, seconds: float) -> subprocess.Popen:

@@ -33,6 +33,8 @@ constexpr size_t kDataHeader = proto::kHeaderSize + 8 + 4;
 // With lanes on several threads, a thread whose next send waits on a receive made by
 // another thread re-checks this often (a thread only sleeps on its own sockets).
 constexpr Millis kCrossThreadRecheck{1};
+// How far past the oldest unsent item a free lane may look for one that is ready.
+constexpr size_t kSendWindow = 64;
 
 // What all lanes share: the send cursor, which items arrived, quantized chunks waiting
 // to be forwarded. Guarded by mutex (held only for bookkeeping, never for I/O).
@@ -41,16 +43,26 @@ class Ring {
   Ring(const AllReduceArgs& a, net::Transport& t, size_t chunk)
       : a(a), t(t), plan(a.count, a.world, a.rank, chunk), esize(dtype_size(a.dtype)),
         quant(a.quantization == Quantization::kMinMaxU8), rs_steps(a.world - 1),
-        last_step(2 * (a.world - 1) - 1), claimed(plan.recvs().size(), 0), received(plan.recvs().size(), 0) {}
+        last_step(2 * (a.world - 1) - 1), started(plan.sends().size(), 0), claimed(plan.recvs().size(), 0),
+        received(plan.recvs().size(), 0) {}
 
-  // The next send item, if its input is ready.
+  // The first send item, among the next few not yet started, whose input is ready:
+  // chunks arrive out of order over several connections, and a strict order would make
+  // every lane wait for the slowest one.
   bool take_send(size_t* index) {
     std::lock_guard<std::mutex> lock(mutex);
-    if (next_send == plan.sends().size()) return false;
-    int64_t dep = plan.sends()[next_send].dep;
-    if (dep >= 0 && !received[static_cast<size_t>(dep)]) return false;
-    *index = next_send++;
-    return true;
+    const auto& sends = plan.sends();
+    size_t end = std::min(sends.size(), next_send + kSendWindow);
+    for (size_t i = next_send; i < end; ++i) {
+      if (started[i]) continue;
+      int64_t dep = sends[i].dep;
+      if (dep >= 0 && !received[static_cast<size_t>(dep)]) continue;
+      started[i] = 1;
+      while (next_send < sends.size() && started[next_send]) ++next_send;
+      *index = i;
+      return true;
+    }
+    return false;
   }
   bool send_blocked() {
     std::lock_guard<std::mutex> lock(mutex);
@@ -103,7 +115,7 @@ class Ring {
   size_t next_send = 0;
   size_t sends_done = 0;
   size_t recvs_done = 0;
-  std::vector<uint8_t> claimed, received;
+  std::vector<uint8_t> started, claimed, received;
   std::unordered_map<size_t, std::vector<uint8_t>> forward;  // quantized all-gather chunks
 };
 
