@@ -22,7 +22,7 @@ import numpy as np
 import pcomm
 
 STEP_SECONDS = 0.1
-ELEMENTS = 1 << 20  # 4 MiB of float32 per all-reduce
+ELEMENTS = 4 << 20  # 16 MiB of float32 per all-reduce
 
 
 def say(line: str) -> None:
@@ -100,7 +100,9 @@ def main() -> int:
         time.sleep(1.0)
 
         victim = procs[1]
-        say(f"swarm: SIGKILL peer process {victim.pid}")
+        while coord.collectives_running == 0:  # kill it in the middle of an all-reduce
+            time.sleep(0.0005)
+        say(f"swarm: SIGKILL peer process {victim.pid} during an all-reduce")
         os.kill(victim.pid, signal.SIGKILL)
         took = wait_for_peers(coord, args.peers - 1)
         say(f"swarm: coordinator dropped it after {took * 1000:.1f} ms (epoch {coord.epoch})")

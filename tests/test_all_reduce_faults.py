@@ -62,6 +62,23 @@ def test_sigkill_mid_all_reduce(coordinator, spawn):
     retry_is_exact([peers[0], peers[2]], [0, 2])
 
 
+def test_immediate_retry_after_a_kill_converges(coordinator, spawn):
+    """Survivors retry the moment their op fails, as a training loop would; whatever the
+    order in which they learn of the failure, the retry completes with the exact sum."""
+    peers = [spawn(coordinator.address, timeout=60) for _ in range(4)]
+    connect_all(peers)
+    for i, p in enumerate(peers):
+        p.send("all_reduce_retry", dtype="float32", count=BIG // 4, index=i, timeout=60)
+    assert wait_for(lambda: coordinator.collectives_running == 1, 30, interval=0.001)
+    peers[1].kill()
+    replies = [peers[i].reply(60) for i in (0, 2, 3)]
+    assert all(r["ok"] for r in replies), replies
+    assert all(r["result"]["errors"] for r in replies), "the op must have failed first"
+    want = digest(expected("float32", "sum", BIG // 4, 3, indices=[0, 2, 3]))
+    assert [r["result"]["after"] for r in replies] == [want] * 3
+    assert [r["result"]["world_size"] for r in replies] == [3] * 3
+
+
 def test_sigstop_mid_all_reduce(fast_coordinator, spawn):
     peers = [spawn(fast_coordinator.address, timeout=60) for _ in range(3)]
     connect_all(peers)

@@ -132,13 +132,13 @@ void register_coord(py::module_& m) {
       .def("on_announce",
            [view](coord::Collectives& c, const std::string& peer, uint32_t tag, uint64_t count, uint8_t dtype,
                   uint8_t op, uint8_t quant, uint64_t epoch, std::vector<std::string> ring, bool ready) {
-             proto::Announce a{tag, count, dtype, op, quant};
+             proto::Announce a{tag, 0, count, dtype, op, quant};
              return to_python(c.on_announce(peer, a, view(epoch, std::move(ring), ready)));
            })
       .def("on_report",
            [view](coord::Collectives& c, const std::string& peer, uint32_t tag, uint64_t op_id, int outcome,
                   const std::string& message, uint64_t epoch, std::vector<std::string> ring, bool ready) {
-             proto::CollOutcome r{tag, op_id, static_cast<proto::Outcome>(outcome), message};
+             proto::CollOutcome r{tag, 0, op_id, static_cast<proto::Outcome>(outcome), message};
              return to_python(c.on_report(peer, r, view(epoch, std::move(ring), ready)));
            })
       .def("on_view_changed",

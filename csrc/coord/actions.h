@@ -27,7 +27,7 @@ struct Action {
   bool accepted = false;
   proto::Topology topology;
   uint64_t epoch = 0;
-  uint64_t seq = 0;
+  uint64_t seq = 0;          // kTopologyDone: the call's sequence; kColl*: the peer's call id
   uint32_t pending = 0;
   std::string reason;
   uint32_t tag = 0;

@@ -38,6 +38,7 @@ Actions Collectives::on_announce(const std::string& peer, const proto::Announce&
   auto reject = [&](const std::string& why) {
     Action a = make_action(Action::Kind::kCollResult, peer);
     a.tag = announce.tag;
+    a.seq = announce.call;
     a.outcome = proto::Outcome::kInvalid;
     a.reason = why;
     out.push_back(a);
@@ -82,6 +83,7 @@ void Collectives::try_start(uint32_t tag, const View& view, Actions& out) {
   for (const auto& peer : view.ring) {
     Action a = make_action(Action::Kind::kCollGo, peer);
     a.tag = tag;
+    a.seq = op.announced.at(peer).call;
     a.op_id = op.op_id;
     a.epoch = op.epoch;
     out.push_back(a);
@@ -97,6 +99,7 @@ void Collectives::finish(uint32_t tag, proto::Outcome outcome, const std::string
   for (const auto& [peer, a] : op.announced) {
     Action r = make_action(Action::Kind::kCollResult, peer);
     r.tag = tag;
+    r.seq = a.call;
     r.op_id = op.op_id;
     r.outcome = outcome;
     r.reason = message;
@@ -114,7 +117,8 @@ Actions Collectives::on_report(const std::string& peer, const proto::CollOutcome
   Op& op = it->second;
   if (report.op_id == 0) {
     // The peer gave up before the start.
-    if (op.op_id == 0 && op.announced.count(peer)) {
+    auto mine = op.announced.find(peer);
+    if (op.op_id == 0 && mine != op.announced.end() && mine->second.call == report.call) {
       finish(report.tag, proto::Outcome::kAborted,
              "peer " + peer + " gave up on the all_reduce with tag " + std::to_string(report.tag) + ": " + report.message,
              out);
@@ -128,7 +132,7 @@ Actions Collectives::on_report(const std::string& peer, const proto::CollOutcome
     return out;
   }
   proto::Outcome outcome = report.outcome;
-  std::string message = "peer " + peer + " failed: " + report.message;
+  std::string message = "peer " + peer + " reported: " + report.message;
   if (outcome == proto::Outcome::kIo || outcome == proto::Outcome::kProtocol) outcome = proto::Outcome::kPeerLost;
   if (outcome == proto::Outcome::kTimeout) outcome = proto::Outcome::kAborted;
   finish(report.tag, outcome, message, out);

@@ -273,11 +273,11 @@ void Coordinator::execute(const Actions& actions) {
         break;
       }
       case Action::Kind::kCollGo:
-        send_to_peer(a.peer, proto::frame_of(proto::CollGo{a.tag, a.op_id, a.epoch}));
+        send_to_peer(a.peer, proto::frame_of(proto::CollGo{a.tag, a.seq, a.op_id, a.epoch}));
         break;
       case Action::Kind::kCollResult:
         send_to_peer(a.peer, proto::frame_of(proto::MsgType::kCollResult,
-                                             proto::CollOutcome{a.tag, a.op_id, a.outcome, a.reason}.encode()));
+                                             proto::CollOutcome{a.tag, a.seq, a.op_id, a.outcome, a.reason}.encode()));
         break;
       case Action::Kind::kRelink:
         log_.info("relinking the ring after an aborted collective");

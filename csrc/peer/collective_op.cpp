@@ -94,14 +94,10 @@ ReduceInfo CollectiveOp::wait(Duration timeout) {
   cancel_->fire(why);
   cv_.wait_for(lock, kReleaseWait, [this] { return !touching_user_memory_; });
   bool started = phase_ == Phase::kQueued || phase_ == Phase::kRunning;
-  uint64_t op_id = op_id_;
+  // The worker reports for ops it owns (queued or running); otherwise we withdraw here,
+  // before completing, so a retry's announcement cannot overtake the withdrawal.
+  if (!started && give_up_) give_up_(request_, op_id_, why);
   complete_locked(lock, OpError::kTimeout, why);
-  // The worker reports for ops it owns (queued or running); otherwise we withdraw here.
-  if (!started && give_up_) {
-    lock.unlock();
-    give_up_(request_.tag, op_id, why);
-    lock.lock();
-  }
   throw_op_error(*error_, message_);
 }
 
@@ -146,17 +142,27 @@ bool CollectiveOp::begin_run() {
 }
 
 bool CollectiveOp::end_run(std::optional<OpError> error, const std::string& message, uint64_t sent,
-                           uint64_t received) {
+                           uint64_t received, const Report& report) {
   std::unique_lock<std::mutex> lock(mutex_);
   touching_user_memory_ = false;
   info_.bytes_sent = sent;
   info_.bytes_received = received;
   cv_.notify_all();
-  if (phase_ == Phase::kDone) return false;  // the caller gave up meanwhile
+  if (phase_ == Phase::kDone) {  // the caller gave up meanwhile
+    report(proto::Outcome::kTimeout, "the caller gave up");
+    return false;
+  }
   if (!error && !(decided_ && decision_error_)) {
     phase_ = Phase::kReported;
+    report(proto::Outcome::kCommit, "");
     return true;
   }
+  auto outcome = !error ? proto::Outcome::kAborted
+                 : *error == OpError::kTimeout ? proto::Outcome::kTimeout
+                 : *error == OpError::kPeerLost ? proto::Outcome::kIo
+                 : *error == OpError::kProtocol ? proto::Outcome::kProtocol
+                                                : proto::Outcome::kAborted;
+  report(outcome, error ? message : decision_message_);
   // Prefer the coordinator's account (it names the lost peer) when it already came.
   if (decided_ && decision_error_) {
     complete_locked(lock, decision_error_, decision_message_);

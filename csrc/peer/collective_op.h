@@ -31,6 +31,7 @@ namespace pcomm::peer {
 
 struct AllReduceRequest {
   uint32_t tag = 0;
+  uint64_t call = 0;  // set by the communicator: names this call on the wire
   DType dtype = DType::kFloat32;
   ReduceOp op = ReduceOp::kSum;
   Quantization quantization = Quantization::kNone;
@@ -56,7 +57,9 @@ class CollectiveOp {
  public:
   enum class Phase { kAnnounced, kQueued, kRunning, kReported, kDone };
   // Told when the caller gives up (op_id 0 if not started yet), so the coordinator hears.
-  using GiveUp = std::function<void(uint32_t tag, uint64_t op_id, const std::string& why)>;
+  using GiveUp = std::function<void(const AllReduceRequest& request, uint64_t op_id, const std::string& why)>;
+  // Tells the coordinator how this peer's part went (see end_run).
+  using Report = std::function<void(proto::Outcome outcome, const std::string& message)>;
   using Completed = std::function<void(uint32_t tag, const CollectiveOp* op)>;
 
   CollectiveOp(AllReduceRequest request, GiveUp give_up, Completed completed);
@@ -72,8 +75,11 @@ class CollectiveOp {
 
   // Worker.
   bool begin_run();  // false: the op ended before it could start
-  // After the ring: true if it succeeded and the op now waits for the decision.
-  bool end_run(std::optional<OpError> error, const std::string& message, uint64_t sent, uint64_t received);
+  // After the ring: reports to the coordinator (before anyone can see the op end, so a
+  // retry's announcement never overtakes this report) and returns true if the op
+  // succeeded and now waits for the decision.
+  bool end_run(std::optional<OpError> error, const std::string& message, uint64_t sent, uint64_t received,
+               const Report& report);
   // Waits for the decision; on commit runs copy_out (with the user-memory flag held).
   void await_decision(TimePoint deadline, const std::function<void()>& copy_out);
 

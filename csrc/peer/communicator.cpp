@@ -40,8 +40,8 @@ Communicator::Communicator(CommunicatorOptions options)
   if (options_.timeout <= Duration::zero()) throw InvalidArgument("timeout must be positive");
   if (options_.run.empty() || options_.run.size() > 256) throw InvalidArgument("run name must be 1 to 256 characters");
   data_plane_ = std::make_unique<DataPlane>(
-      [this](uint32_t tag, uint64_t op_id, proto::Outcome outcome, const std::string& message) {
-        send_coll_report(tag, op_id, outcome, message);
+      [this](const AllReduceRequest& r, uint64_t op_id, proto::Outcome outcome, const std::string& message) {
+        send_coll_report(r.tag, r.call, op_id, outcome, message);
       },
       kDecisionGrace);
 }
@@ -177,10 +177,12 @@ std::shared_ptr<CollectiveOp> Communicator::all_reduce(const AllReduceRequest& r
       throw InvalidArgument("an all_reduce with tag " + std::to_string(request.tag) +
                             " is already in flight on this peer; wait for it or use another tag");
     }
+    AllReduceRequest numbered = request;
+    numbered.call = next_call_++;
     op = std::make_shared<CollectiveOp>(
-        request,
-        [this](uint32_t tag, uint64_t op_id, const std::string& why) {
-          send_coll_report(tag, op_id, proto::Outcome::kTimeout, why);
+        numbered,
+        [this](const AllReduceRequest& r, uint64_t op_id, const std::string& why) {
+          send_coll_report(r.tag, r.call, op_id, proto::Outcome::kTimeout, why);
         },
         [this](uint32_t tag, const CollectiveOp* done) {
           std::lock_guard<std::mutex> guard(mutex_);
@@ -191,6 +193,7 @@ std::shared_ptr<CollectiveOp> Communicator::all_reduce(const AllReduceRequest& r
   }
   proto::Announce announce;
   announce.tag = request.tag;
+  announce.call = op->request().call;
   announce.count = request.count;
   announce.dtype = static_cast<uint8_t>(request.dtype);
   announce.op = static_cast<uint8_t>(request.op);
@@ -201,8 +204,9 @@ std::shared_ptr<CollectiveOp> Communicator::all_reduce(const AllReduceRequest& r
   return op;
 }
 
-void Communicator::send_coll_report(uint32_t tag, uint64_t op_id, proto::Outcome outcome, const std::string& message) {
-  proto::CollOutcome report{tag, op_id, outcome, message};
+void Communicator::send_coll_report(uint32_t tag, uint64_t call, uint64_t op_id, proto::Outcome outcome,
+                                    const std::string& message) {
+  proto::CollOutcome report{tag, call, op_id, outcome, message};
   loop_.post([this, report] {
     if (coord_) coord_->send(proto::frame_of(proto::MsgType::kCollDone, report.encode()));
   });
@@ -403,20 +407,21 @@ void Communicator::on_coll_go(const proto::CollGo& go) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = ops_.find(go.tag);
-    if (it != ops_.end()) op = it->second;
+    if (it != ops_.end() && it->second->request().call == go.call) op = it->second;
     if (links_ && links_->epoch == go.epoch && epoch_ == go.epoch) links = links_;
     world = static_cast<int>(ring_.size());
     rank = rank_;
   }
   if (!op) {
     // This peer gave up on it already; make sure the others do not wait for it.
-    send_coll_report(go.tag, go.op_id, proto::Outcome::kAborted, "this peer no longer runs tag " + std::to_string(go.tag));
+    send_coll_report(go.tag, go.call, go.op_id, proto::Outcome::kAborted,
+                     "this peer no longer runs that call with tag " + std::to_string(go.tag));
     return;
   }
   if (!links) {
     op->set_go(go.op_id, world, rank);
     op->decide(OpError::kPeerLost, "no data links for epoch " + std::to_string(go.epoch));
-    send_coll_report(go.tag, go.op_id, proto::Outcome::kIo, "no data links for epoch " + std::to_string(go.epoch));
+    send_coll_report(go.tag, go.call, go.op_id, proto::Outcome::kIo, "no data links for epoch " + std::to_string(go.epoch));
     return;
   }
   op->set_go(go.op_id, world, rank);
@@ -428,13 +433,10 @@ void Communicator::on_coll_result(const proto::CollOutcome& result) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = ops_.find(result.tag);
-    if (it != ops_.end()) op = it->second;
+    // A result for another call with this tag (an older, abandoned one) is not ours.
+    if (it != ops_.end() && it->second->request().call == result.call) op = it->second;
   }
   if (!op) return;
-  uint64_t current = op->op_id();
-  // A result for another instance of this tag (an older, abandoned call) is not ours.
-  if (result.op_id != 0 && current != 0 && result.op_id != current) return;
-  if (result.op_id == 0 && current != 0) return;
   if (result.outcome == proto::Outcome::kCommit) {
     op->decide(std::nullopt, "");
   } else {

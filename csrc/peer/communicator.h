@@ -81,7 +81,7 @@ class Communicator {
   void teardown_links();
   void on_coll_go(const proto::CollGo& go);
   void on_coll_result(const proto::CollOutcome& result);
-  void send_coll_report(uint32_t tag, uint64_t op_id, proto::Outcome outcome, const std::string& message);
+  void send_coll_report(uint32_t tag, uint64_t call, uint64_t op_id, proto::Outcome outcome, const std::string& message);
   // Ends every op in flight with this error (coordinator lost, closed...).
   void fail_ops(OpError kind, const std::string& message);
 
@@ -122,6 +122,7 @@ class Communicator {
   uint64_t topo_done_seq_ = 0;
   std::shared_ptr<LinkSet> links_;  // data links of epoch_ once built (used by collectives)
   std::map<uint32_t, std::shared_ptr<CollectiveOp>> ops_;  // in flight, by tag
+  uint64_t next_call_ = 1;
   std::unique_ptr<DataPlane> data_plane_;
 
   mutable std::mutex log_mutex_;  // guards log_context_ only, so logging never takes mutex_

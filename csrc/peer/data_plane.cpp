@@ -86,7 +86,7 @@ void DataPlane::execute(const std::shared_ptr<CollectiveOp>& op, const std::shar
   const AllReduceRequest& req = op->request();
   uint64_t op_id = op->op_id();
   if (!op->begin_run()) {
-    report_(req.tag, op_id, proto::Outcome::kAborted, "the operation ended on this peer before it started");
+    report_(req, op_id, proto::Outcome::kAborted, "the operation ended on this peer before it started");
     return;
   }
   size_t bytes = req.count * dtype_size(req.dtype);
@@ -133,17 +133,8 @@ void DataPlane::execute(const std::shared_ptr<CollectiveOp>& op, const std::shar
     error = OpError::kAborted;
     message = e.what();
   }
-  bool ok = op->end_run(error, message, stats.bytes_sent, stats.bytes_received);
-  proto::Outcome outcome = proto::Outcome::kCommit;
-  if (!ok) {
-    outcome = !error ? proto::Outcome::kTimeout
-              : *error == OpError::kTimeout ? proto::Outcome::kTimeout
-              : *error == OpError::kPeerLost ? proto::Outcome::kIo
-              : *error == OpError::kProtocol ? proto::Outcome::kProtocol
-                                             : proto::Outcome::kAborted;
-    if (!error) message = "the caller gave up";
-  }
-  report_(req.tag, op_id, outcome, message);
+  bool ok = op->end_run(error, message, stats.bytes_sent, stats.bytes_received,
+                        [&](proto::Outcome outcome, const std::string& why) { report_(req, op_id, outcome, why); });
   if (!ok) return;
   void* dest = req.out != nullptr ? req.out : req.data;
   TimePoint until = std::max(op->deadline(), Clock::now()) + decision_grace_;

@@ -19,8 +19,8 @@ namespace pcomm::peer {
 
 class DataPlane {
  public:
-  // report(tag, op_id, outcome, message) tells the coordinator how this peer's part went.
-  using Report = std::function<void(uint32_t, uint64_t, proto::Outcome, const std::string&)>;
+  // report(request, op_id, outcome, message) tells the coordinator how this peer's part went.
+  using Report = std::function<void(const AllReduceRequest&, uint64_t, proto::Outcome, const std::string&)>;
 
   DataPlane(Report report, Duration decision_grace);
   ~DataPlane();

@@ -180,6 +180,7 @@ LinkHello LinkHello::decode(const uint8_t* data, size_t size) {
 std::vector<uint8_t> Announce::encode() const {
   Writer w;
   w.u32(tag);
+  w.u64(call);
   w.u64(count);
   w.u8(dtype);
   w.u8(op);
@@ -190,6 +191,7 @@ Announce Announce::decode(const uint8_t* data, size_t size) {
   Reader r(data, size);
   Announce m;
   m.tag = r.u32();
+  m.call = r.u64();
   m.count = r.u64();
   m.dtype = r.u8();
   m.op = r.u8();
@@ -201,6 +203,7 @@ Announce Announce::decode(const uint8_t* data, size_t size) {
 std::vector<uint8_t> CollGo::encode() const {
   Writer w;
   w.u32(tag);
+  w.u64(call);
   w.u64(op_id);
   w.u64(epoch);
   return w.take();
@@ -209,6 +212,7 @@ CollGo CollGo::decode(const uint8_t* data, size_t size) {
   Reader r(data, size);
   CollGo m;
   m.tag = r.u32();
+  m.call = r.u64();
   m.op_id = r.u64();
   m.epoch = r.u64();
   r.finish();
@@ -218,6 +222,7 @@ CollGo CollGo::decode(const uint8_t* data, size_t size) {
 std::vector<uint8_t> CollOutcome::encode() const {
   Writer w;
   w.u32(tag);
+  w.u64(call);
   w.u64(op_id);
   w.u8(static_cast<uint8_t>(outcome));
   w.str(message.size() > kMaxString ? message.substr(0, kMaxString) : message);
@@ -227,6 +232,7 @@ CollOutcome CollOutcome::decode(const uint8_t* data, size_t size) {
   Reader r(data, size);
   CollOutcome m;
   m.tag = r.u32();
+  m.call = r.u64();
   m.op_id = r.u64();
   uint8_t outcome = r.u8();
   if (outcome > static_cast<uint8_t>(Outcome::kIo)) throw ProtocolError("unknown collective outcome " + std::to_string(outcome));

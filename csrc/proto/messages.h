@@ -155,6 +155,7 @@ struct LinkHello {
 struct Announce {
   static constexpr MsgType kType = MsgType::kAnnounce;
   uint32_t tag = 0;
+  uint64_t call = 0;  // this peer's id for the call; echoed in CollGo and CollResult
   uint64_t count = 0;
   uint8_t dtype = 0;
   uint8_t op = 0;
@@ -168,6 +169,7 @@ struct Announce {
 struct CollGo {
   static constexpr MsgType kType = MsgType::kCollGo;
   uint32_t tag = 0;
+  uint64_t call = 0;  // the receiving peer's call id (from its Announce)
   uint64_t op_id = 0;
   uint64_t epoch = 0;
   std::vector<uint8_t> encode() const;
@@ -179,6 +181,7 @@ struct CollGo {
 // Coordinator -> peers (as CollResult): the decision, the same for every participant.
 struct CollOutcome {
   uint32_t tag = 0;
+  uint64_t call = 0;  // the call it concerns (the receiving peer's, for CollResult)
   uint64_t op_id = 0;
   Outcome outcome = Outcome::kCommit;
   std::string message;
