@@ -167,60 +167,6 @@ void Communicator::update_topology(Duration timeout) {
   }
 }
 
-std::shared_ptr<CollectiveOp> Communicator::all_reduce(const AllReduceRequest& request) {
-  std::shared_ptr<CollectiveOp> op;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (state_ == State::kFailed) raise_failure();
-    if (state_ != State::kActive) throw InvalidArgument("not connected: call connect() first");
-    if (ops_.count(request.tag)) {
-      throw InvalidArgument("an all_reduce with tag " + std::to_string(request.tag) +
-                            " is already in flight on this peer; wait for it or use another tag");
-    }
-    AllReduceRequest numbered = request;
-    numbered.call = next_call_++;
-    op = std::make_shared<CollectiveOp>(
-        numbered,
-        [this](const AllReduceRequest& r, uint64_t op_id, const std::string& why) {
-          send_coll_report(r.tag, r.call, op_id, proto::Outcome::kTimeout, why);
-        },
-        [this](uint32_t tag, const CollectiveOp* done) {
-          std::lock_guard<std::mutex> guard(mutex_);
-          auto it = ops_.find(tag);
-          if (it != ops_.end() && it->second.get() == done) ops_.erase(it);
-        });
-    ops_[request.tag] = op;
-  }
-  proto::Announce announce;
-  announce.tag = request.tag;
-  announce.call = op->request().call;
-  announce.count = request.count;
-  announce.dtype = static_cast<uint8_t>(request.dtype);
-  announce.op = static_cast<uint8_t>(request.op);
-  announce.quantization = static_cast<uint8_t>(request.quantization);
-  loop_.post([this, announce] {
-    if (coord_) coord_->send(proto::frame_of(announce));
-  });
-  return op;
-}
-
-void Communicator::send_coll_report(uint32_t tag, uint64_t call, uint64_t op_id, proto::Outcome outcome,
-                                    const std::string& message) {
-  proto::CollOutcome report{tag, call, op_id, outcome, message};
-  loop_.post([this, report] {
-    if (coord_) coord_->send(proto::frame_of(proto::MsgType::kCollDone, report.encode()));
-  });
-}
-
-void Communicator::fail_ops(OpError kind, const std::string& message) {
-  std::map<uint32_t, std::shared_ptr<CollectiveOp>> ops;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ops = ops_;
-  }
-  for (auto& [tag, op] : ops) op->decide(kind, message);
-}
-
 void Communicator::close() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -397,50 +343,6 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
     }
     default:
       throw ProtocolError("unexpected message type " + std::to_string(type) + " from the coordinator");
-  }
-}
-
-void Communicator::on_coll_go(const proto::CollGo& go) {
-  std::shared_ptr<CollectiveOp> op;
-  std::shared_ptr<LinkSet> links;
-  int world = 0, rank = 0;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = ops_.find(go.tag);
-    if (it != ops_.end() && it->second->request().call == go.call) op = it->second;
-    if (links_ && links_->epoch == go.epoch && epoch_ == go.epoch) links = links_;
-    world = static_cast<int>(ring_.size());
-    rank = rank_;
-  }
-  if (!op) {
-    // This peer gave up on it already; make sure the others do not wait for it.
-    send_coll_report(go.tag, go.call, go.op_id, proto::Outcome::kAborted,
-                     "this peer no longer runs that call with tag " + std::to_string(go.tag));
-    return;
-  }
-  if (!links) {
-    op->set_go(go.op_id, world, rank);
-    op->decide(OpError::kPeerLost, "no data links for epoch " + std::to_string(go.epoch));
-    send_coll_report(go.tag, go.call, go.op_id, proto::Outcome::kIo, "no data links for epoch " + std::to_string(go.epoch));
-    return;
-  }
-  op->set_go(go.op_id, world, rank);
-  data_plane_->enqueue(op, links);
-}
-
-void Communicator::on_coll_result(const proto::CollOutcome& result) {
-  std::shared_ptr<CollectiveOp> op;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = ops_.find(result.tag);
-    // A result for another call with this tag (an older, abandoned one) is not ours.
-    if (it != ops_.end() && it->second->request().call == result.call) op = it->second;
-  }
-  if (!op) return;
-  if (result.outcome == proto::Outcome::kCommit) {
-    op->decide(std::nullopt, "");
-  } else {
-    op->decide(op_error_from_outcome(result.outcome), result.message);
   }
 }
 
