@@ -28,6 +28,8 @@ const char* kind_name(coord::Action::Kind kind) {
     case K::kCollGo: return "coll_go";
     case K::kCollResult: return "coll_result";
     case K::kRelink: return "relink";
+    case K::kStatePlan: return "state_plan";
+    case K::kStateResult: return "state_result";
   }
   return "?";
 }

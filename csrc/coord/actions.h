@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "proto/messages.h"
+#include "proto/state_messages.h"
 
 namespace pcomm::coord {
 
@@ -21,6 +22,8 @@ struct Action {
     kCollGo,          // peer, tag, op_id, epoch
     kCollResult,      // peer, tag, op_id, outcome, reason
     kRelink,          // (none): start a new epoch with the same ring (links are suspect)
+    kStatePlan,       // peer, state_plan
+    kStateResult,     // peer, seq (call), op_id (sync id), outcome, reason
   };
   Kind kind = Kind::kWelcome;
   std::string peer;
@@ -33,6 +36,7 @@ struct Action {
   uint32_t tag = 0;
   uint64_t op_id = 0;
   proto::Outcome outcome = proto::Outcome::kCommit;
+  proto::StatePlan state_plan;
 };
 using Actions = std::vector<Action>;
 

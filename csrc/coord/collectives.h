@@ -33,6 +33,7 @@ struct View {
   uint64_t epoch = 0;
   std::vector<std::string> ring;
   bool ready = false;
+  std::map<std::string, std::string> addresses;  // ring member -> data address
 };
 
 class Collectives {

@@ -157,6 +157,15 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
     case MsgType::kCollDone:
       apply(collectives_.on_report(peer, proto::CollOutcome::decode(payload, size), view()));
       return;
+    case static_cast<MsgType>(proto::StateMsg::kStateVote): {
+      auto vote = proto::StateVote::decode(payload, size);
+      for (const auto& t : vote.tensors) dtype_from_code(t.dtype);
+      apply(state_sync_.on_vote(peer, vote, view()));
+      return;
+    }
+    case static_cast<MsgType>(proto::StateMsg::kStateDone):
+      apply(state_sync_.on_report(peer, proto::StateOutcome::decode(payload, size), view()));
+      return;
     case MsgType::kLeave:
       proto::EpochMsg::decode(payload, size);
       log_.info("peer ", peer, " left");
@@ -215,7 +224,9 @@ void Coordinator::send_to_peer(const std::string& peer, std::vector<uint8_t> fra
 }
 
 View Coordinator::view() const {
-  return View{membership_.epoch(), membership_.ring(), membership_.epoch_ready()};
+  View v{membership_.epoch(), membership_.ring(), membership_.epoch_ready(), {}};
+  for (const auto& peer : v.ring) v.addresses[peer] = membership_.data_address(peer);
+  return v;
 }
 
 void Coordinator::apply(const Actions& actions) {
@@ -228,8 +239,10 @@ void Coordinator::apply(const Actions& actions) {
       last_view_ = now;
       auto reactions = collectives_.on_view_changed(now);
       more.insert(more.end(), reactions.begin(), reactions.end());
+      auto state = state_sync_.on_view_changed(now);
+      more.insert(more.end(), state.begin(), state.end());
     }
-    auto admission = membership_.set_collectives_busy(collectives_.busy());
+    auto admission = membership_.set_collectives_busy(collectives_.busy() || state_sync_.busy());
     more.insert(more.end(), admission.begin(), admission.end());
     if (more.empty()) break;
     execute(more);
@@ -278,6 +291,13 @@ void Coordinator::execute(const Actions& actions) {
       case Action::Kind::kCollResult:
         send_to_peer(a.peer, proto::frame_of(proto::MsgType::kCollResult,
                                              proto::CollOutcome{a.tag, a.seq, a.op_id, a.outcome, a.reason}.encode()));
+        break;
+      case Action::Kind::kStatePlan:
+        send_to_peer(a.peer, proto::frame_of(proto::StateMsg::kStatePlan, a.state_plan.encode()));
+        break;
+      case Action::Kind::kStateResult:
+        send_to_peer(a.peer, proto::frame_of(proto::StateMsg::kStateResult,
+                                             proto::StateOutcome{a.seq, a.op_id, a.outcome, a.reason}.encode()));
         break;
       case Action::Kind::kRelink:
         log_.info("relinking the ring after an aborted collective");

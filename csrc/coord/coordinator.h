@@ -13,6 +13,7 @@
 
 #include "coord/collectives.h"
 #include "coord/membership.h"
+#include "coord/state_sync.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "net/event_loop.h"
@@ -82,6 +83,7 @@ class Coordinator {
   Duration heartbeat_interval_;
   Membership membership_;
   Collectives collectives_;
+  StateSync state_sync_;
   View last_view_;
   std::map<uint64_t, Conn> conns_;
   std::map<std::string, uint64_t> conn_of_peer_;

@@ -47,6 +47,11 @@ uint32_t Membership::pending_count() const {
   return n;
 }
 
+std::string Membership::data_address(const std::string& peer) const {
+  auto it = peers_.find(peer);
+  return it == peers_.end() ? "" : it->second.data_address;
+}
+
 bool Membership::is_accepted(const std::string& peer) const {
   auto it = peers_.find(peer);
   return it != peers_.end() && it->second.accepted;

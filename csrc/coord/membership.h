@@ -82,6 +82,7 @@ class Membership {
   uint32_t pending_count() const;
   bool knows(const std::string& peer) const { return peers_.count(peer) != 0; }
   bool is_accepted(const std::string& peer) const;
+  std::string data_address(const std::string& peer) const;
 
  private:
   void new_epoch(std::vector<std::string> ring, Actions& out);
