@@ -6,6 +6,7 @@
 #include "collectives/quantize.h"
 #include "collectives/reduce_kernels.h"
 #include "peer/collective_op.h"
+#include "state/hash.h"
 
 namespace py = pybind11;
 
@@ -34,6 +35,18 @@ void register_collectives(py::module_& m) {
                               reinterpret_cast<const void*>(a), reinterpret_cast<const void*>(b), n);
         },
         "Kernel test hook: dst = a op b.");
+  m.def("hash_bytes",
+        [](py::buffer b, uint64_t seed) {
+          py::buffer_info info = b.request();
+          uint64_t h;
+          {
+            py::gil_scoped_release release;
+            h = state::hash_bytes(info.ptr, static_cast<size_t>(info.size * info.itemsize), seed);
+          }
+          return h;
+        },
+        py::arg("data"), py::arg("seed") = 0,
+        "pcomm's 64-bit content hash of a contiguous buffer (the one shared state uses).");
   m.def("_quantize_roundtrip",
         [](uint8_t dtype, uintptr_t src, uintptr_t dst, size_t n) {
           std::vector<uint8_t> wire(collectives::quantized_size(n));

@@ -53,6 +53,27 @@ void register_peer(py::module_& m) {
            },
            py::arg("data"), py::arg("out"), py::arg("count"), py::arg("dtype"), py::arg("op"),
            py::arg("quantization"), py::arg("tag"), py::arg("timeout"))
+      // Tensors cross as (name, pointer, nbytes, dtype code, shape); the Python layer
+      // validated them and keeps them alive. Returns (tensors received, bytes received,
+      // bytes sent, revision, content hash).
+      .def("sync_shared_state",
+           [](peer::Communicator& c, const std::vector<std::tuple<std::string, uintptr_t, uint64_t, uint8_t,
+                                                                   std::vector<uint64_t>>>& items,
+              uint64_t revision, uint8_t strategy, double timeout) {
+             std::vector<peer::StateTensor> tensors;
+             for (const auto& [name, ptr, nbytes, dtype, shape] : items) {
+               tensors.push_back(peer::StateTensor{name, dtype, shape, reinterpret_cast<void*>(ptr), nbytes});
+             }
+             if (strategy > 2) throw InvalidArgument("unknown sync strategy");
+             peer::SyncResult r;
+             {
+               py::gil_scoped_release release;  // hashing, transfer and waits need no Python
+               r = c.sync_shared_state(tensors, revision, static_cast<proto::SyncStrategy>(strategy),
+                                       seconds_to_duration(timeout));
+             }
+             return py::make_tuple(r.tensors_received, r.bytes_received, r.bytes_sent, r.revision, r.content_hash);
+           },
+           py::arg("tensors"), py::arg("revision"), py::arg("strategy"), py::arg("timeout"))
       .def_property_readonly("world_size", &peer::Communicator::world_size)
       .def_property_readonly("rank", &peer::Communicator::rank)
       .def_property_readonly("epoch", &peer::Communicator::epoch)

@@ -176,6 +176,14 @@ void Communicator::close() {
   }
   cv_.notify_all();
   fail_ops(OpError::kAborted, "the communicator was closed");
+  {
+    std::shared_ptr<StateSession> session;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      session = state_session_;
+    }
+    if (session) session->fail(OpError::kAborted, "the communicator was closed");
+  }
   data_plane_->stop();
   if (!loop_started_) return;
   loop_.post([this] {
@@ -261,11 +269,17 @@ void Communicator::fail(FailKind kind, const std::string& message) {
   }
   log_.error(message);
   cv_.notify_all();
-  fail_ops(kind == FailKind::kPeerLost ? OpError::kPeerLost
-           : kind == FailKind::kCoordinatorLost ? OpError::kCoordinatorLost
-           : kind == FailKind::kInvalid ? OpError::kInvalid
-                                        : OpError::kProtocol,
-           message);
+  OpError op_kind = kind == FailKind::kPeerLost          ? OpError::kPeerLost
+                    : kind == FailKind::kCoordinatorLost ? OpError::kCoordinatorLost
+                    : kind == FailKind::kInvalid         ? OpError::kInvalid
+                                                         : OpError::kProtocol;
+  fail_ops(op_kind, message);
+  std::shared_ptr<StateSession> session;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    session = state_session_;
+  }
+  if (session) session->fail(op_kind, message);
 }
 
 void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, size_t size) {
@@ -316,6 +330,12 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
       cv_.notify_all();
       return;
     }
+    case static_cast<MsgType>(proto::StateMsg::kStatePlan):
+      on_state_plan(proto::StatePlan::decode(payload, size));
+      return;
+    case static_cast<MsgType>(proto::StateMsg::kStateResult):
+      on_state_result(proto::StateOutcome::decode(payload, size));
+      return;
     case MsgType::kCollGo:
       on_coll_go(proto::CollGo::decode(payload, size));
       return;
@@ -442,8 +462,15 @@ void Communicator::on_data_accept() {
         [this, weak](uint16_t type, const uint8_t* p, size_t n) {
           auto c = weak.lock();
           if (!c) return;
+          if (type == static_cast<uint16_t>(proto::StateMsg::kFetchHello)) {
+            auto hello = proto::FetchHello::decode(p, n);
+            if (hello.run != options_.run) throw InvalidArgument("run name mismatch on the data port");
+            route_fetch_hello(hello, c);
+            return;
+          }
           if (type != static_cast<uint16_t>(proto::MsgType::kLinkHello)) {
-            throw ProtocolError("expected LinkHello on the data port, got message type " + std::to_string(type));
+            throw ProtocolError("expected LinkHello or FetchHello on the data port, got message type " +
+                                std::to_string(type));
           }
           auto hello = proto::LinkHello::decode(p, n);
           if (hello.run != options_.run) {

@@ -29,6 +29,7 @@
 #include "peer/collective_op.h"
 #include "peer/data_plane.h"
 #include "peer/links.h"
+#include "peer/state_session.h"
 #include "proto/messages.h"
 
 namespace pcomm::peer {
@@ -39,6 +40,14 @@ struct CommunicatorOptions {
   uint32_t connections_per_peer = 4;
   Duration timeout = std::chrono::seconds(30);
   std::string data_listen = "0.0.0.0:0";  // where this peer accepts data links
+};
+
+struct SyncResult {
+  uint32_t tensors_received = 0;
+  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t revision = 0;
+  uint64_t content_hash = 0;
 };
 
 class Communicator {
@@ -55,6 +64,11 @@ class Communicator {
   // Starts an all-reduce (announces it to the coordinator) and returns its handle.
   // Throws InvalidArgument when the tag is already in flight on this peer.
   std::shared_ptr<CollectiveOp> all_reduce(const AllReduceRequest& request);
+  // Brings the tensors to the content chosen among the peers (see coord/state_sync.h).
+  // On failure the tensors are untouched; on success every participant holds the same
+  // bytes and the returned revision.
+  SyncResult sync_shared_state(const std::vector<StateTensor>& tensors, uint64_t revision,
+                               proto::SyncStrategy strategy, Duration timeout);
 
   int world_size() const;
   int rank() const;
@@ -81,6 +95,10 @@ class Communicator {
   void teardown_links();
   void on_coll_go(const proto::CollGo& go);
   void on_coll_result(const proto::CollOutcome& result);
+  void on_state_plan(const proto::StatePlan& plan);
+  void on_state_result(const proto::StateOutcome& result);
+  void route_fetch_hello(const proto::FetchHello& hello, const std::shared_ptr<net::FramedConnection>& conn);
+  void send_state_report(uint64_t call, uint64_t sync_id, proto::Outcome outcome, const std::string& message);
   void send_coll_report(uint32_t tag, uint64_t call, uint64_t op_id, proto::Outcome outcome, const std::string& message);
   // Ends every op in flight with this error (coordinator lost, closed...).
   void fail_ops(OpError kind, const std::string& message);
@@ -123,6 +141,7 @@ class Communicator {
   std::shared_ptr<LinkSet> links_;  // data links of epoch_ once built (used by collectives)
   std::map<uint32_t, std::shared_ptr<CollectiveOp>> ops_;  // in flight, by tag
   uint64_t next_call_ = 1;
+  std::shared_ptr<StateSession> state_session_;  // the sync_shared_state call in progress
   std::unique_ptr<DataPlane> data_plane_;
 
   mutable std::mutex log_mutex_;  // guards log_context_ only, so logging never takes mutex_

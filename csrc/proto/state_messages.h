@@ -1,7 +1,8 @@
 // Messages of shared-state sync (see docs/protocol.md):
 //   peer -> coordinator : StateVote, StateDone
 //   coordinator -> peer : StatePlan, StateResult
-//   receiver -> source (data port) : FetchHello, then FetchRequest; answered by FetchData
+//   receiver -> source (data port) : FetchHello (answered by FetchAck), then FetchRequests,
+//   each answered by FetchData
 //   (a frame header of type kFetchData followed by exactly the requested bytes).
 #pragma once
 
@@ -21,6 +22,7 @@ enum class StateMsg : uint16_t {
   kFetchHello = 23,
   kFetchRequest = 24,
   kFetchData = 25,
+  kFetchAck = 26,  // source -> receiver after FetchHello: requests may follow (empty)
 };
 
 enum class SyncStrategy : uint8_t { kEnforcePopular = 0, kReceiveOnly = 1, kSendOnly = 2 };

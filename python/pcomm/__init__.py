@@ -5,6 +5,7 @@ from . import errors
 from ._pcomm import PROTOCOL_VERSION
 from .communicator import AllReduceHandle, Communicator, ReduceInfo
 from .coordinator import Coordinator
+from .state import SharedState, SyncInfo
 from .tensors import ReduceOp
 
 __version__ = "0.1.0"
@@ -15,6 +16,8 @@ __all__ = [
     "Coordinator",
     "ReduceInfo",
     "ReduceOp",
+    "SharedState",
+    "SyncInfo",
     "errors",
     "PROTOCOL_VERSION",
     "__version__",

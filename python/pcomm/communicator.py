@@ -24,6 +24,7 @@ from typing import Any
 from . import _pcomm
 from ._timeouts import default_timeout, to_seconds
 from .errors import InvalidArgumentError
+from .state import STRATEGIES, SharedState, SyncInfo
 from .tensors import Staged, as_buffer, op_code, quantization_code
 
 __all__ = ["Communicator", "ReduceInfo", "AllReduceHandle"]
@@ -206,6 +207,30 @@ class Communicator:
         keepalive = (src.obj, dst.obj if dst is not None else None, x, out)
         # By default wait() waits as long as the op may run: its own deadline bounds it.
         return AllReduceHandle(impl, keepalive, staged, deadline)
+
+    def sync_shared_state(
+        self, state: SharedState, *, strategy: str = "enforce_popular", timeout: float | timedelta | None = None
+    ) -> SyncInfo:
+        """Collective among accepted peers: afterwards every participant holds the same
+        bytes in every tensor and the same revision.
+
+        Each peer votes with its revision and per-tensor hashes; the most popular content
+        wins (ties: higher revision). Peers that differ fetch exactly the tensors whose hash
+        differs, from the peers holding the chosen content, verify the hashes, and only then
+        update the tensors. strategy: "enforce_popular" (default), "receive_only" (never a
+        source, not counted in the vote) or "send_only" (authoritative: its content wins and
+        it is never overwritten). On failure the state keeps its previous content exactly.
+        """
+        if not isinstance(state, SharedState):
+            raise InvalidArgumentError(f"state must be a pcomm.SharedState, got {type(state).__name__}")
+        if strategy not in STRATEGIES:
+            raise InvalidArgumentError(f"strategy must be one of {sorted(STRATEGIES)}, got {strategy!r}")
+        received, got, sent, revision, content = self._impl.sync_shared_state(
+            tensors=state._layout(), revision=state.revision, strategy=STRATEGIES[strategy],
+            timeout=self._deadline(timeout),
+        )
+        state.revision = revision
+        return SyncInfo(received, got, sent, revision, content)
 
     def close(self) -> None:
         """Leaves the run at once and releases every socket. Idempotent."""

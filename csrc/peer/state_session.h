@@ -1,0 +1,53 @@
+// StateSession: one sync_shared_state call on one peer, shared by the caller (waits for
+// the plan and the result), the loop thread (delivers them, and hands over incoming fetch
+// connections) and the StateServer threads that serve this peer's tensors meanwhile.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "peer/collective_op.h"
+#include "peer/state_transfer.h"
+#include "proto/state_messages.h"
+
+namespace pcomm::peer {
+
+class StateSession {
+ public:
+  StateSession(uint64_t call, const std::vector<StateTensor>& tensors, TimePoint deadline)
+      : call_(call), server_(tensors, deadline) {}
+
+  uint64_t call() const { return call_; }
+
+  // Loop thread.
+  void set_plan(const proto::StatePlan& plan);
+  void set_result(const proto::StateOutcome& result);
+  void fail(OpError kind, const std::string& message);
+  // Whether a fetch connection for sync_id (0 is not a valid id) is ours to serve.
+  bool accepts(uint64_t sync_id) const;
+  void serve(net::Socket socket) { server_.serve(std::move(socket)); }
+
+  // Caller thread. Each throws the failure or the coordinator's refusal.
+  proto::StatePlan wait_plan(TimePoint deadline);
+  // Returns normally on commit.
+  void wait_result(TimePoint deadline);
+  void stop_serving() { server_.stop(); }
+  uint64_t bytes_served() const { return server_.bytes_sent(); }
+  uint64_t sync_id() const;
+
+ private:
+  void throw_if_failed() const;
+
+  uint64_t call_;
+  StateServer server_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::optional<proto::StatePlan> plan_;
+  std::optional<proto::StateOutcome> result_;
+  std::optional<std::pair<OpError, std::string>> failure_;
+};
+
+}  // namespace pcomm::peer
