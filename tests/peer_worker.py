@@ -27,6 +27,7 @@ def info(comm):
 def main():
     args = json.loads(sys.argv[1])
     comm = pcomm.Communicator(**args)
+    state = None
     print(json.dumps({"ok": True, "result": "ready"}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -82,6 +83,27 @@ def main():
                     x = make_input(dtype, count, cmd["index"], rop)
                     rinfo = comm.all_reduce(x, op=rop, quantization=quant, timeout=cmd.get("timeout"))
                     result.append({"hash": digest(x), "world_size": rinfo.world_size})
+            elif op == "state_make":
+                # A SharedState of float32 tensors {name: count} filled from make_input.
+                arrays = {name: make_input("float32", n, cmd.get("index", 0), seed=cmd.get("seed"))
+                          for name, n in cmd["tensors"].items()}
+                if cmd.get("zero"):
+                    for a in arrays.values():
+                        a[:] = 0
+                state = pcomm.SharedState(arrays, revision=cmd.get("revision", 0))
+                result = None
+            elif op == "state_flip":
+                view = state[cmd["name"]].view("uint8")
+                view[cmd["byte"]] ^= 0xFF
+                result = None
+            elif op == "state_digest":
+                result = {"revision": state.revision, "tensors": {n: digest(t) for n, t in state.tensors.items()}}
+            elif op == "state_sync":
+                s = comm.sync_shared_state(state, strategy=cmd.get("strategy", "enforce_popular"),
+                                           timeout=cmd.get("timeout"))
+                result = {"received": s.tensors_received, "bytes_received": s.bytes_received,
+                          "bytes_sent": s.bytes_sent, "revision": s.revision, "hash": s.content_hash,
+                          "seconds": time.monotonic() - start}
             elif op == "close":
                 comm.close()
                 result = None

@@ -6,6 +6,7 @@
 #include "bindings/register.h"
 #include "coord/collectives.h"
 #include "coord/coordinator.h"
+#include "coord/state_sync.h"
 #include "coord/membership.h"
 
 namespace py = pybind11;
@@ -91,6 +92,7 @@ void register_coord(py::module_& m) {
         d["ring"] = s.ring;
         d["pending"] = s.pending;
         d["collectives_running"] = s.collectives_running;
+        d["state_sync_planned"] = s.state_sync_planned;
         return d;
       });
 
@@ -129,6 +131,18 @@ void register_coord(py::module_& m) {
   auto view = [](uint64_t epoch, std::vector<std::string> ring, bool ready) {
     return coord::View{epoch, std::move(ring), ready};
   };
+  // choose_content over (strategy, revision, hashes) votes: the index of a winning voter.
+  m.def("_choose_content", [](const std::vector<std::tuple<uint8_t, uint64_t, std::vector<uint64_t>>>& votes) {
+    std::vector<std::pair<std::string, proto::StateVote>> v;
+    for (const auto& [strategy, revision, hashes] : votes) {
+      proto::StateVote vote;
+      vote.strategy = static_cast<proto::SyncStrategy>(strategy);
+      vote.revision = revision;
+      for (uint64_t h : hashes) vote.tensors.push_back(proto::TensorMeta{"t", 3, {1}, 4, h});
+      v.emplace_back("p" + std::to_string(v.size()), vote);
+    }
+    return coord::choose_content(v);
+  });
   py::class_<coord::Collectives>(m, "_Collectives")
       .def(py::init<>())
       .def("on_announce",

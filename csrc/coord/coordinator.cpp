@@ -83,6 +83,7 @@ void Coordinator::publish_snapshot() {
   snapshot_.ring = membership_.ring();
   snapshot_.pending = membership_.pending_count();
   snapshot_.collectives_running = collectives_.running();
+  snapshot_.state_sync_planned = state_sync_.planned();
 }
 
 std::string Coordinator::new_peer_id() {

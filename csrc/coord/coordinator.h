@@ -48,6 +48,7 @@ class Coordinator {
     std::vector<std::string> ring;
     uint32_t pending = 0;
     size_t collectives_running = 0;
+    bool state_sync_planned = false;  // a sync's plans went out and it is not decided yet
   };
   Snapshot snapshot() const;
 

@@ -63,6 +63,11 @@ class Coordinator:
         return self._impl.snapshot()["pending"]
 
     @property
+    def state_sync_planned(self) -> bool:
+        """A shared-state sync has sent its plans and is not decided yet."""
+        return self._impl.snapshot()["state_sync_planned"]
+
+    @property
     def collectives_running(self) -> int:
         """Collectives started and not yet committed or aborted."""
         return self._impl.snapshot()["collectives_running"]
