@@ -145,7 +145,7 @@ def test_conflicting_send_only_peers_are_refused(coordinator, spawn):
     [
         ({"bias": 1000, "weight": 50_000, "momentum": 50_000, "zeta": 5}, "has tensor 'zeta'"),
         ({"bias": 1000, "weight": 50_001, "momentum": 50_000}, "(50001,) on peer"),
-        ({"bias": 1000, "weights": 50_000, "momentum": 50_000}, "is 'weight' on peer"),
+        ({"bias": 1000, "weights": 50_000, "momentum": 50_000}, "'weights' on peer"),
     ],
 )
 def test_mismatched_layouts_are_refused_everywhere(coordinator, spawn, other, message):
