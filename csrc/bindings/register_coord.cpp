@@ -129,7 +129,7 @@ void register_coord(py::module_& m) {
 
   // Views cross as (epoch, ring, ready); announcements as (tag, count, dtype, op, quant).
   auto view = [](uint64_t epoch, std::vector<std::string> ring, bool ready) {
-    return coord::View{epoch, std::move(ring), ready};
+    return coord::View{epoch, std::move(ring), ready, {}};
   };
   // choose_content over (strategy, revision, hashes) votes: the index of a winning voter.
   m.def("_choose_content", [](const std::vector<std::tuple<uint8_t, uint64_t, std::vector<uint64_t>>>& votes) {

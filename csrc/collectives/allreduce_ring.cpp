@@ -40,10 +40,10 @@ constexpr size_t kSendWindow = 64;
 // to be forwarded. Guarded by mutex (held only for bookkeeping, never for I/O).
 class Ring {
  public:
-  Ring(const AllReduceArgs& a, net::Transport& t, size_t chunk)
-      : a(a), t(t), plan(a.count, a.world, a.rank, chunk), esize(dtype_size(a.dtype)),
-        quant(a.quantization == Quantization::kMinMaxU8), rs_steps(a.world - 1),
-        last_step(2 * (a.world - 1) - 1), started(plan.sends().size(), 0), claimed(plan.recvs().size(), 0),
+  Ring(const AllReduceArgs& args, net::Transport& transport, size_t chunk)
+      : a(args), t(transport), plan(args.count, args.world, args.rank, chunk), esize(dtype_size(args.dtype)),
+        quant(args.quantization == Quantization::kMinMaxU8), rs_steps(args.world - 1),
+        last_step(2 * (args.world - 1) - 1), started(plan.sends().size(), 0), claimed(plan.recvs().size(), 0),
         received(plan.recvs().size(), 0) {}
 
   // The first send item, among the next few not yet started, whose input is ready:

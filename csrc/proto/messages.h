@@ -34,8 +34,16 @@ enum class MsgType : uint16_t {
   kCollGo = 14,
   kCollDone = 15,
   kCollResult = 16,
+  kStateVote = 17,  // 17-19 and 22-26: shared state (state_messages.h)
+  kStatePlan = 18,
+  kStateDone = 19,
   kLinkHello = 20,
   kLinkAck = 21,
+  kStateResult = 22,
+  kFetchHello = 23,
+  kFetchRequest = 24,
+  kFetchData = 25,
+  kFetchAck = 26,
   kData = 30,  // a chunk of a collective on a data link (collectives/allreduce_ring.cpp)
 };
 

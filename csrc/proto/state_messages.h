@@ -14,16 +14,8 @@
 
 namespace pcomm::proto {
 
-enum class StateMsg : uint16_t {
-  kStateVote = 17,
-  kStatePlan = 18,
-  kStateDone = 19,
-  kStateResult = 22,
-  kFetchHello = 23,
-  kFetchRequest = 24,
-  kFetchData = 25,
-  kFetchAck = 26,  // source -> receiver after FetchHello: requests may follow (empty)
-};
+// The shared-state message types live in MsgType (one numbering for the protocol).
+using StateMsg = MsgType;
 
 enum class SyncStrategy : uint8_t { kEnforcePopular = 0, kReceiveOnly = 1, kSendOnly = 2 };
 
@@ -80,9 +72,5 @@ struct FetchRequest {
   std::vector<uint8_t> encode() const;
   static FetchRequest decode(const uint8_t* data, size_t size);
 };
-
-inline std::vector<uint8_t> frame_of(StateMsg type, const std::vector<uint8_t>& payload) {
-  return make_frame(static_cast<uint16_t>(type), payload);
-}
 
 }  // namespace pcomm::proto
