@@ -1,7 +1,7 @@
 """pcomm: fault-tolerant peer-to-peer collective communication for training across the
 internet. See README.md and docs/ for the guide."""
 
-from . import errors
+from . import errors, optim
 from ._pcomm import PROTOCOL_VERSION
 from .communicator import AllReduceHandle, Communicator, ReduceInfo
 from .coordinator import Coordinator
@@ -19,6 +19,7 @@ __all__ = [
     "SharedState",
     "SyncInfo",
     "errors",
+    "optim",
     "PROTOCOL_VERSION",
     "__version__",
 ]

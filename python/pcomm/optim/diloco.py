@@ -1,0 +1,94 @@
+"""DiLoCo: local training with any torch optimizer, and every H steps an outer step on
+the averaged pseudo-gradient Δ = θ_global − θ_local (outer Nesterov SGD).
+
+    opt = pcomm.optim.DiLoCo(model, torch.optim.AdamW(model.parameters()), comm, sync_every=50)
+    for x, y in data:
+        opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
+
+Outer steps are collectives: every peer's step() reaches them together. At each outer
+boundary the peers also run update_topology() (admitting newcomers) and
+sync_shared_state() (a newcomer receives θ_global and the outer momentum exactly).
+Construct it on every peer right after connect(): construction is such a boundary too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._outer import OuterState, all_reduce_mean, check_args
+
+
+class DiLoCo:
+    """Synchronous DiLoCo. See the module docstring."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        inner_optimizer: torch.optim.Optimizer,
+        comm: Any,
+        *,
+        sync_every: int,
+        outer_lr: float = 0.7,
+        outer_momentum: float = 0.9,
+        nesterov: bool = True,
+        quantization: str | None = None,
+    ) -> None:
+        params = check_args(model, inner_optimizer, sync_every, outer_lr, outer_momentum)
+        self.model, self.inner, self.comm = model, inner_optimizer, comm
+        self.sync_every, self.outer_lr, self.outer_momentum = sync_every, outer_lr, outer_momentum
+        self.nesterov, self.quantization = nesterov, quantization
+        self.outer = OuterState(params, self._fragments(params))
+        self.local_step = 0
+        self.bytes_sent = 0  # wire bytes of the outer all-reduces on this peer
+        self.last_world_size = comm.world_size
+        # Construction is a boundary without update_topology: connect() (or the others'
+        # update_topology) just returned, so everyone continues with the state sync.
+        self._sync_state()
+
+    def _fragments(self, params: list) -> list[list[int]]:
+        return [list(range(len(params)))]
+
+    @property
+    def outer_step(self) -> int:
+        """Outer steps applied so far (the shared state's revision)."""
+        return self.outer.shared.revision
+
+    @property
+    def state(self):
+        """The SharedState holding θ_global and the outer momentum."""
+        return self.outer.shared
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Any = None) -> Any:
+        loss = self.inner.step(closure)
+        self.local_step += 1
+        self._after_inner_step()
+        return loss
+
+    def _after_inner_step(self) -> None:
+        if self.local_step % self.sync_every == 0:
+            delta = self.outer.pseudo_gradient(0)
+            self.last_world_size = self._reduce(delta)
+            self.outer.apply(0, delta, self.outer_lr, self.outer_momentum, self.nesterov)
+            self.outer.shared.revision += 1
+            self.outer.load_into_model()
+            self._boundary()
+
+    def _reduce(self, delta: torch.Tensor, tag: int = 0) -> int:
+        info = all_reduce_mean(self.comm, delta, self.quantization, tag)
+        self.bytes_sent += info.bytes_sent
+        return info.world_size
+
+    def _boundary(self) -> None:
+        """Admit newcomers, then make θ_global and the momentum identical everywhere."""
+        self.comm.update_topology()
+        self._sync_state()
+
+    def _sync_state(self) -> None:
+        info = self.comm.sync_shared_state(self.outer.shared)
+        if info.tensors_received:
+            self.outer.load_into_model()

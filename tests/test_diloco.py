@@ -1,0 +1,161 @@
+"""DiLoCo optimizers with real peer processes: exactness against a pure-torch reference,
+peers killed between and during outer steps, a joiner, async and streaming variants.
+Peers are compared bit for bit (hashes of θ_global, outer momentum and model)."""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import pcomm
+import pytest
+import torch
+from harness import _Proc, wait_for
+
+WORKER = os.path.join(os.path.dirname(__file__), "diloco_worker.py")
+sys.path.insert(0, os.path.dirname(__file__))
+from diloco_worker import make_model, shard  # noqa: E402
+
+
+class DiLoCoPeer(_Proc):
+    def __init__(self, coordinator, **cfg):
+        cfg["coordinator"] = coordinator
+        super().__init__([sys.executable, WORKER, json.dumps(cfg)])
+        self.reports = []
+
+    def read_all(self, timeout=120):
+        """Every report until the worker says done (or dies)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = json.loads(self.read_line(max(0.1, deadline - time.monotonic())))
+            if line.get("done"):
+                return self.reports, line
+            self.reports.append(line)
+
+    def read_some(self, n, timeout=60):
+        while len(self.reports) < n:
+            self.reports.append(json.loads(self.read_line(timeout)))
+        return self.reports
+
+
+@pytest.fixture
+def peers():
+    procs = []
+    yield procs
+    for p in procs:
+        p.cleanup()
+
+
+def start(peers, coordinator, n, save_dir=None, **cfg):
+    new = []
+    for i in range(n):
+        index = len(peers) + i
+        extra = {"save": str(save_dir / f"g{index}.npz")} if save_dir else {}
+        new.append(DiLoCoPeer(coordinator.address, index=index, **cfg, **extra))
+    peers.extend(new)
+    return new
+
+
+def by_revision(reports):
+    return {r["revision"]: r for r in reports}
+
+
+def test_outer_step_matches_a_pure_torch_reference(coordinator, peers, tmp_path):
+    H = 5
+    procs = start(peers, coordinator, 3, save_dir=tmp_path, sync_every=H, rounds=1, min_world=3)
+    results = [p.read_all() for p in procs]
+    finals = [np.load(tmp_path / f"g{i}.npz") for i in range(3)]
+    for f in finals[1:]:
+        assert all(np.array_equal(f[k], finals[0][k]) for k in f.files), "peers differ"
+    assert all(r[0][-1]["reduced"] == 3 for r in results)
+    indices = [0, 1, 2]
+    # Reference: same init, H inner SGD steps per shard, mean Δ, Nesterov outer SGD.
+    theta0 = [p.detach().clone() for p in make_model(0).parameters()]
+    deltas = []
+    for i in indices:
+        model = make_model(0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, y = shard(i)
+        for _ in range(H):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        deltas.append([t0 - p.detach() for t0, p in zip(theta0, model.parameters())])
+    for k, t0 in enumerate(theta0):
+        avg = sum(d[k] for d in deltas) / len(deltas)
+        buf = avg.clone()
+        expected = t0 - 0.7 * (avg + 0.9 * buf)
+        got = torch.from_numpy(finals[0][f"arr_{k}"])
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6), (k, (got - expected).abs().max())
+
+
+def assert_agree(all_reports, keys=("globals", "momentum")):
+    """At every revision reported by several peers, they hold the same bits."""
+    revisions = {}
+    for reports in all_reports:
+        for r in reports:
+            revisions.setdefault(r["revision"], []).append(r)
+    shared = [rev for rev, rs in revisions.items() if len(rs) > 1]
+    assert shared, "no common revision to compare"
+    for rev in shared:
+        for key in keys:
+            values = {r[key] for r in revisions[rev]}
+            assert len(values) == 1, f"peers differ in {key} at revision {rev}"
+    return shared
+
+
+def test_peers_killed_between_and_during_outer_steps(coordinator, peers):
+    procs = start(peers, coordinator, 4, sync_every=10, rounds=8, min_world=4, step_sleep=0.003)
+    procs[1].read_some(3)  # revision 2 reached
+    procs[1].kill()  # between outer steps (most likely: the inner steps take most of the time)
+    assert wait_for(lambda: coordinator.collectives_running == 1, 30, interval=0.0005)
+    procs[3].kill()  # during an outer all-reduce
+    survivors = [procs[0], procs[2]]
+    results = [p.read_all() for p in survivors]
+    for reports, done in results:
+        assert reports[-1]["revision"] == 8
+        assert reports[-1]["world"] == 2 and reports[-1]["reduced"] == 2
+    assert_agree([r for r, _ in results], keys=("globals", "momentum", "params"))
+
+
+@pytest.mark.parametrize("variant", ["sync", "async", "streaming"])
+def test_joiner_ends_bit_identical(coordinator, peers, variant):
+    cfg = dict(sync_every=8, rounds=14, step_sleep=0.004, variant=variant)
+    first = start(peers, coordinator, 3, min_world=3, **cfg)
+    joiner = start(peers, coordinator, 1, wait_go=True, **cfg)[0]
+    first[0].read_some(3)  # a few outer steps in
+    joiner.proc.stdin.write("go\n")
+    joiner.proc.stdin.flush()
+    results = [p.read_all() for p in first + [joiner]]
+    reports = [r for r, _ in results]
+    joined_at = reports[3][0]["revision"]
+    assert joined_at >= 2, "the joiner should arrive mid-training"
+    keys = ("globals", "momentum") if variant == "streaming" else ("globals", "momentum", "params")
+    shared = assert_agree(reports, keys=keys)
+    assert max(shared) >= joined_at + 2, "compared well after the join"
+    assert reports[3][-1]["world"] == 4
+
+
+@pytest.mark.parametrize("variant", ["async", "streaming"])
+def test_variants_keep_peers_identical_with_quantization(coordinator, peers, variant):
+    procs = start(peers, coordinator, 3, sync_every=6, rounds=5, min_world=3, variant=variant,
+                  quantization="minmax_u8", fragments=3)
+    results = [p.read_all() for p in procs]
+    reports = [r for r, _ in results]
+    assert all(r[-1]["revision"] >= 5 for r in reports)
+    assert_agree(reports)
+    # Training moved θ_global away from its start.
+    assert reports[0][0]["globals"] != reports[0][-1]["globals"]
+
+
+def test_diloco_argument_errors(coordinator):
+    with pcomm.Communicator(coordinator.address) as comm:
+        model = make_model(0)
+        inner = torch.optim.SGD(model.parameters(), lr=0.1)
+        with pytest.raises(pcomm.errors.InvalidArgumentError, match="sync_every"):
+            pcomm.optim.DiLoCo(model, inner, comm, sync_every=0)
+        with pytest.raises(pcomm.errors.InvalidArgumentError, match="torch.optim.Optimizer"):
+            pcomm.optim.DiLoCo(model, "adam", comm, sync_every=5)
+        with pytest.raises(pcomm.errors.InvalidArgumentError, match="nn.Module"):
+            pcomm.optim.DiLoCo("model", inner, comm, sync_every=5)
