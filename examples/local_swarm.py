@@ -31,8 +31,10 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def run_peer(coordinator: str, seconds: float) -> None:
+def run_peer(coordinator: str, seconds: float, wait_go: bool) -> None:
     """One peer: join, then step until time is up, printing every membership change."""
+    if wait_go:
+        sys.stdin.readline()  # started early (imports done); join when told
     with pcomm.Communicator(coordinator, timeout=10) as comm:
         comm.connect()
         tag = f"[peer {comm.peer_id}]"
@@ -69,8 +71,11 @@ def run_peer(coordinator: str, seconds: float) -> None:
             f"(epoch {comm.epoch}, world size {comm.world_size})")
 
 
-def spawn_peer(coordinator: str, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--peer", coordinator, "--seconds", str(seconds)])
+def spawn_peer(coordinator: str, seconds: float, wait_go: bool = False) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, "--peer", coordinator, "--seconds", str(seconds)]
+    if wait_go:
+        return subprocess.Popen(cmd + ["--wait-go"], stdin=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd)
 
 
 def wait_for_peers(coord: pcomm.Coordinator, count: int, timeout: float = 20.0) -> float:
@@ -87,17 +92,19 @@ def main() -> int:
     parser.add_argument("--peer", metavar="COORDINATOR", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=6.0, help="how long each peer trains")
     parser.add_argument("--peers", type=int, default=4)
+    parser.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
-        run_peer(args.peer, args.seconds)
+        run_peer(args.peer, args.seconds, args.wait_go)
         return 0
 
     with pcomm.Coordinator(listen="127.0.0.1:0", heartbeat_timeout=2.0) as coord:
         say(f"swarm: coordinator on {coord.address}")
         procs = [spawn_peer(coord.address, args.seconds) for _ in range(args.peers)]
+        replacement = spawn_peer(coord.address, args.seconds / 2, wait_go=True)
         took = wait_for_peers(coord, args.peers)
         say(f"swarm: {args.peers} peers in the ring after {took:.2f} s (epoch {coord.epoch})")
-        time.sleep(1.0)
+        time.sleep(0.5)
 
         victim = procs[1]
         while coord.collectives_running == 0:  # kill it in the middle of an all-reduce
@@ -106,10 +113,12 @@ def main() -> int:
         os.kill(victim.pid, signal.SIGKILL)
         took = wait_for_peers(coord, args.peers - 1)
         say(f"swarm: coordinator dropped it after {took * 1000:.1f} ms (epoch {coord.epoch})")
-        time.sleep(1.0)
+        time.sleep(0.5)
 
         say("swarm: a replacement peer joins late")
-        procs.append(spawn_peer(coord.address, args.seconds / 2))
+        replacement.stdin.write("go\n")
+        replacement.stdin.flush()
+        procs.append(replacement)
         took = wait_for_peers(coord, args.peers)
         say(f"swarm: replacement admitted after {took:.2f} s (epoch {coord.epoch})")
 

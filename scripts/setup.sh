@@ -28,4 +28,4 @@ fi
 .venv/bin/python -m pip install -q "torch==2.13.0"
 # Build tools live in the venv so rebuilds can skip isolation and reuse build/ (fast).
 .venv/bin/python -m pip install -q scikit-build-core pybind11 cmake ninja
-.venv/bin/python -m pip install -q --no-build-isolation -e ".[test]"
+.venv/bin/python -m pip install -q --no-build-isolation -e ".[test,examples]"
