@@ -1,7 +1,7 @@
 """pcomm: fault-tolerant peer-to-peer collective communication for training across the
 internet. See README.md and docs/ for the guide."""
 
-from . import errors, optim
+from . import errors
 from ._pcomm import PROTOCOL_VERSION
 from .communicator import AllReduceHandle, Communicator, ReduceInfo
 from .coordinator import Coordinator
@@ -23,3 +23,12 @@ __all__ = [
     "PROTOCOL_VERSION",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # pcomm.optim needs torch; import it on first use so `import pcomm` stays light.
+    if name == "optim":
+        import importlib
+
+        return importlib.import_module(".optim", __name__)
+    raise AttributeError(f"module 'pcomm' has no attribute {name!r}")
