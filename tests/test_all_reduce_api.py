@@ -185,3 +185,35 @@ def test_quantize_roundtrip_bound():
     z = np.full(100, 4.25, np.float32)
     core._quantize_roundtrip(3, z.ctypes.data, y.ctypes.data, 100)
     assert (y[:100] == 4.25).all(), "a constant chunk survives exactly"
+
+
+def test_ctrl_c_interrupts_a_waiting_all_reduce(tmp_path):
+    """SIGINT while an all-reduce waits (here for a peer that never calls) raises
+    KeyboardInterrupt within a fraction of a second, with the input intact."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        "import threading, time, numpy as np, pcomm\n"
+        "c = pcomm.Coordinator().start()\n"
+        "a, b = pcomm.Communicator(c.address), pcomm.Communicator(c.address)\n"
+        "a.connect(); t = threading.Thread(target=b.connect); t.start()\n"
+        "while c.pending_peers < 1: time.sleep(0.01)\n"
+        "a.update_topology(); t.join()\n"
+        "x = np.ones(10, np.float32)\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    a.all_reduce(x, timeout=60)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', bool((x == 1).all()), flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert out.strip() == "interrupted True"
+    assert time.monotonic() - sent < 5

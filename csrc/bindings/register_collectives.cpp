@@ -27,6 +27,12 @@ void register_collectives(py::module_& m) {
            },
            py::arg("timeout"))
       .def("done", &peer::CollectiveOp::done)
+      .def("wait_done",
+           [](const peer::CollectiveOp& op, double seconds) {
+             py::gil_scoped_release release;
+             return op.wait_done(seconds_to_duration(seconds));
+           },
+           py::arg("seconds"))
       .def_property_readonly("tag", [](const peer::CollectiveOp& op) { return op.request().tag; });
 
   m.def("_reduce",

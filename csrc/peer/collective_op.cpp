@@ -48,6 +48,11 @@ bool CollectiveOp::done() const {
   return phase_ == Phase::kDone;
 }
 
+bool CollectiveOp::wait_done(Duration slice) const {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return const_cast<std::condition_variable&>(cv_).wait_for(lock, slice, [this] { return phase_ == Phase::kDone; });
+}
+
 uint64_t CollectiveOp::op_id() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return op_id_;

@@ -66,6 +66,9 @@ class CollectiveOp {
 
   // Caller side.
   bool done() const;
+  // Waits up to `slice` for the op to end; never gives it up (so Python can check for
+  // Ctrl-C between slices). True once it ended.
+  bool wait_done(Duration slice) const;
   ReduceInfo wait(Duration timeout);
 
   // Loop thread.

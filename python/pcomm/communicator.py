@@ -18,18 +18,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from . import _pcomm
 from ._timeouts import default_timeout, to_seconds
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, PcommError
 from .state import STRATEGIES, SharedState, SyncInfo
 from .tensors import Staged, as_buffer, op_code, quantization_code
 
 __all__ = ["Communicator", "ReduceInfo", "AllReduceHandle"]
 
 _MAX_TAG = 2**32 - 1
+_SLICE = 0.1  # seconds between Ctrl-C checks while waiting for a collective
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,21 @@ class AllReduceHandle:
         if self._info is not None:
             return self._info
         seconds = to_seconds(timeout, "timeout")
-        world, sent, received, elapsed = self._impl.wait(timeout=self._timeout if seconds is None else seconds)
+        limit = self._timeout if seconds is None else seconds
+        # Wait in slices so Ctrl-C works; an interrupted wait gives the op up (on every
+        # peer, with the input intact) before KeyboardInterrupt propagates.
+        end = time.monotonic() + limit
+        try:
+            while not self._impl.wait_done(min(_SLICE, max(0.0, end - time.monotonic()))):
+                if time.monotonic() >= end:
+                    break
+        except KeyboardInterrupt:
+            try:
+                self._impl.wait(timeout=1e-6)
+            except PcommError:
+                pass
+            raise
+        world, sent, received, elapsed = self._impl.wait(timeout=max(1e-6, end - time.monotonic()))
         for staged in self._staged:
             staged.finish()
         self._info = ReduceInfo(world, sent, received, elapsed)
