@@ -217,3 +217,30 @@ def test_ctrl_c_interrupts_a_waiting_all_reduce(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert out.strip() == "interrupted True"
     assert time.monotonic() - sent < 5
+
+
+def test_ctrl_c_interrupts_connect_while_pending(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupt_connect.py"
+    script.write_text(
+        "import pcomm\n"
+        "c = pcomm.Coordinator().start()\n"
+        "a, b = pcomm.Communicator(c.address), pcomm.Communicator(c.address)\n"
+        "a.connect()\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    b.connect(timeout=60)  # pending: a never calls update_topology\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', b.connected, flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert out.strip() == "interrupted False"
+    assert time.monotonic() - sent < 5

@@ -4,11 +4,33 @@
 #include <pybind11/stl.h>
 
 #include "bindings/register.h"
+#include "core/errors.h"
 #include "peer/communicator.h"
 
 namespace py = pybind11;
 
 namespace pcomm::bindings {
+
+namespace {
+// Runs a blocking call without the GIL; if the interrupt check stopped it, re-raises the
+// Python exception the check left pending (KeyboardInterrupt).
+template <typename F>
+void interruptible(F&& call) {
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    try {
+      call();
+    } catch (const Interrupted&) {
+      interrupted = true;
+    }
+  }
+  if (interrupted) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    throw Aborted("interrupted");
+  }
+}
+}  // namespace
 
 void register_peer(py::module_& m) {
   py::class_<peer::Communicator>(m, "Communicator")
@@ -20,19 +42,24 @@ void register_peer(py::module_& m) {
              o.connections_per_peer = connections_per_peer;
              o.timeout = seconds_to_duration(timeout);
              o.data_listen = data_listen;
-             return std::make_unique<peer::Communicator>(o);
+             auto c = std::make_unique<peer::Communicator>(o);
+             // Ctrl-C while connect() or update_topology() waits: PyErr_CheckSignals runs
+             // the handler (main thread only) and leaves KeyboardInterrupt pending.
+             c->set_interrupt_check([] {
+               py::gil_scoped_acquire gil;
+               return PyErr_CheckSignals() != 0;
+             });
+             return c;
            }),
            py::arg("coordinator"), py::arg("run"), py::arg("connections_per_peer"), py::arg("timeout"),
            py::arg("data_listen"))
       // Blocking calls wait on the network and the loop thread: release the GIL so other
       // Python threads (and other communicators in this process) keep running.
       .def("connect", [](peer::Communicator& c, double timeout) {
-             py::gil_scoped_release release;
-             c.connect(seconds_to_duration(timeout));
+             interruptible([&] { c.connect(seconds_to_duration(timeout)); });
            }, py::arg("timeout"))
       .def("update_topology", [](peer::Communicator& c, double timeout) {
-             py::gil_scoped_release release;
-             c.update_topology(seconds_to_duration(timeout));
+             interruptible([&] { c.update_topology(seconds_to_duration(timeout)); });
            }, py::arg("timeout"))
       .def("close", &peer::Communicator::close, py::call_guard<py::gil_scoped_release>())
       // Tensors cross as raw pointers (the Python layer validated them and keeps them

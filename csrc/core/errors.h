@@ -56,6 +56,13 @@ class Aborted : public Error {
   using Error::Error;
 };
 
+// A wait was interrupted by the caller's interrupt check (Ctrl-C in Python). The
+// bindings turn it back into the pending Python exception.
+class Interrupted : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace pcomm
 
 // PCOMM_CHECK(cond, ExceptionType, message): throws when an invariant is violated and

@@ -24,6 +24,8 @@ constexpr uint32_t kMaxConnectionsPerPeer = 64;
 // How long past its deadline an op that finished its ring waits for the coordinator's
 // decision before giving up (a dead coordinator is normally noticed much sooner).
 constexpr std::chrono::seconds kDecisionGrace{10};
+// How often a waiting call runs the interrupt check (Ctrl-C latency).
+constexpr Millis kInterruptCheck{100};
 }  // namespace
 
 Communicator::Communicator(CommunicatorOptions options)
@@ -156,7 +158,8 @@ void Communicator::update_topology(Duration timeout) {
   });
   try {
     wait_until(lock, deadline, "update_topology", [this, seq] { return topo_done_seq_ >= seq; });
-  } catch (const TimeoutError&) {
+  } catch (const Error& e) {
+    if (!dynamic_cast<const TimeoutError*>(&e) && !dynamic_cast<const Interrupted*>(&e)) throw;
     // Withdraw from the barrier, so a retry is a fresh call rather than a second one.
     loop_.post([this, seq] {
       if (coord_) {
@@ -206,6 +209,15 @@ void Communicator::wait_until(std::unique_lock<std::mutex>& lock, const Deadline
     if (done()) return;
     if (state_ == State::kFailed) raise_failure();
     if (state_ == State::kClosed) throw Aborted(std::string(what) + " interrupted: the communicator was closed");
+    if (interrupt_check_) {
+      cv_.wait_until(lock, std::min(deadline.at(), Clock::now() + kInterruptCheck));
+      if (done()) return;
+      lock.unlock();  // the check may take the GIL: never while holding mutex_
+      bool interrupted = interrupt_check_();
+      lock.lock();
+      if (interrupted) throw Interrupted(std::string(what) + " interrupted");
+      if (!deadline.expired()) continue;
+    }
     if (cv_.wait_until(lock, deadline.at()) == std::cv_status::timeout && !done()) {
       if (state_ == State::kFailed) raise_failure();
       throw TimeoutError(std::string(what) + " timed out (peer " + (peer_id_.empty() ? "-" : peer_id_) +

@@ -79,6 +79,9 @@ class Communicator {
   bool connected() const;
   std::string data_address() const;
   Duration default_timeout() const { return options_.timeout; }
+  // Called every 100 ms by connect() and update_topology() while they wait (never with
+  // a lock held); returning true makes the wait throw Interrupted.
+  void set_interrupt_check(std::function<bool()> check) { interrupt_check_ = std::move(check); }
 
  private:
   enum class State { kIdle, kJoining, kActive, kFailed, kClosed };
@@ -110,6 +113,7 @@ class Communicator {
   std::string log_context() const;
 
   CommunicatorOptions options_;
+  std::function<bool()> interrupt_check_;
   Logger log_;
   net::EventLoop loop_;
   bool loop_started_ = false;
