@@ -221,7 +221,7 @@ def main() -> None:
             systems = [("pcomm", args.quantization)]
             if args.quantization:
                 systems.insert(0, ("pcomm", None))
-            for system, quant in systems:
+            for _system, quant in systems:
                 with pcomm.Coordinator(listen=f"{host}:0", heartbeat_timeout=30) as coord:
                     q = ["--quantization", quant] if quant else []
                     rows[f"pcomm {quant or 'float32'}"] = run_peers("pcomm", world, args.sizes, coord.address,

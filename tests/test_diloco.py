@@ -113,7 +113,7 @@ def test_peers_killed_between_and_during_outer_steps(coordinator, peers):
     procs[3].kill()  # during an outer all-reduce
     survivors = [procs[0], procs[2]]
     results = [p.read_all() for p in survivors]
-    for reports, done in results:
+    for reports, _done in results:
         assert reports[-1]["revision"] == 8
         assert reports[-1]["world"] == 2 and reports[-1]["reduced"] == 2
     assert_agree([r for r, _ in results], keys=("globals", "momentum", "params"))

@@ -18,7 +18,7 @@ GOLDEN_RANGE = 0xCFCBDAC774BBB08D  # np.arange(1000, dtype="<u8")
 
 
 def make_states(peers, tensors, **kwargs):
-    for i, p in enumerate(peers):
+    for p in peers:
         p.ok("state_make", tensors=tensors, index=0, seed=1, **kwargs)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from ..errors import InvalidArgumentError
 from .diloco import DiLoCo
 
@@ -22,12 +21,12 @@ class StreamingDiLoCo(DiLoCo):
     def __init__(self, *args: Any, fragments: int = 4, **kwargs: Any) -> None:
         if isinstance(fragments, bool) or not isinstance(fragments, int) or fragments < 1:
             raise InvalidArgumentError(f"fragments must be a positive int, got {fragments!r}")
+        if isinstance(kwargs.get("sync_every"), int) and kwargs["sync_every"] < fragments:
+            raise InvalidArgumentError("sync_every must be at least the number of fragments")
         self.fragment_count = fragments
         super().__init__(*args, **kwargs)
         # A newcomer takes the others' phase: fragment schedules depend on the step count.
         self.local_step = self.outer.shared.revision * self.sync_every
-        if self.sync_every < self.fragment_count:
-            raise InvalidArgumentError("sync_every must be at least the number of fragments")
 
     def _fragments(self, params: list) -> list[list[int]]:
         """Contiguous groups of parameters of about equal size."""
