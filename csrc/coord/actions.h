@@ -48,4 +48,13 @@ inline Action make_action(Action::Kind kind, const std::string& peer = {}, bool 
   return a;
 }
 
+// A kInvalid answer (kCollResult or kStateResult) to one peer's call.
+inline Action refusal(Action::Kind kind, const std::string& peer, uint64_t call, const std::string& reason) {
+  Action a = make_action(kind, peer);
+  a.seq = call;
+  a.outcome = proto::Outcome::kInvalid;
+  a.reason = reason;
+  return a;
+}
+
 }  // namespace pcomm::coord

@@ -36,14 +36,10 @@ std::string announce_difference(const std::string& peer_a, const proto::Announce
 Actions Collectives::on_announce(const std::string& peer, const proto::Announce& announce, const View& view) {
   Actions out;
   auto reject = [&](const std::string& why) {
-    Action a = make_action(Action::Kind::kCollResult, peer);
-    a.tag = announce.tag;
-    a.seq = announce.call;
-    a.outcome = proto::Outcome::kInvalid;
-    a.reason = why;
-    out.push_back(a);
+    out.push_back(refusal(Action::Kind::kCollResult, peer, announce.call, why));
+    out.back().tag = announce.tag;
   };
-  if (std::find(view.ring.begin(), view.ring.end(), peer) == view.ring.end()) {
+  if (!view.has(peer)) {
     reject("this peer is not an accepted member of the run");
     return out;
   }

@@ -17,6 +17,7 @@
 //    for everyone who announced.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -34,6 +35,7 @@ struct View {
   std::vector<std::string> ring;
   bool ready = false;
   std::map<std::string, std::string> addresses;  // ring member -> data address
+  bool has(const std::string& peer) const { return std::find(ring.begin(), ring.end(), peer) != ring.end(); }
 };
 
 class Collectives {

@@ -95,13 +95,9 @@ size_t choose_content(const std::vector<std::pair<std::string, proto::StateVote>
 Actions StateSync::on_vote(const std::string& peer, const proto::StateVote& vote, const View& view) {
   Actions out;
   auto reject = [&](const std::string& why) {
-    Action a = make_action(Action::Kind::kStateResult, peer);
-    a.seq = vote.call;
-    a.outcome = proto::Outcome::kInvalid;
-    a.reason = why;
-    out.push_back(a);
+    out.push_back(refusal(Action::Kind::kStateResult, peer, vote.call, why));
   };
-  if (std::find(view.ring.begin(), view.ring.end(), peer) == view.ring.end()) {
+  if (!view.has(peer)) {
     reject("this peer is not an accepted member of the run");
     return out;
   }
