@@ -27,6 +27,7 @@ import time
 
 MiB = 2**20
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 
 # ----------------------------------------------------------------------------- workers
@@ -103,7 +104,7 @@ def run_peers(system: str, world: int, sizes, address: str, prefixes, extra) -> 
         # the bench machine's few cores would only add noise.
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
         if prefixes[rank]:  # in a namespace: Gloo must use the peer's own interface
-            env["GLOO_SOCKET_IFNAME"] = prefixes[rank][-1] + "p"
+            env["GLOO_SOCKET_IFNAME"] = prefixes[rank][-1] + "p"  # netns.Namespaces names it so
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env))
     # If one worker fails the others would wait for it forever: end them all.
     deadline = time.monotonic() + 1800
@@ -128,46 +129,6 @@ def run_peers(system: str, world: int, sizes, address: str, prefixes, extra) -> 
             "wire": results[0][i]["wire"],
         }
     return by_size
-
-
-class Namespaces:
-    """N peer namespaces on a bridge in the root namespace, each link capped by tbf."""
-
-    def __init__(self, world: int, rate: str) -> None:
-        self.world, self.rate, self.names = world, rate, [f"pcb{os.getpid() % 10000}n{i}" for i in range(world)]
-        self.bridge = f"pcbr{os.getpid() % 10000}"
-
-    def sh(self, *cmd: str) -> None:
-        subprocess.run(cmd, check=True)
-
-    def __enter__(self) -> "Namespaces":
-        self.sh("ip", "link", "add", self.bridge, "type", "bridge")
-        self.sh("ip", "addr", "add", "198.18.0.254/24", "dev", self.bridge)
-        self.sh("ip", "link", "set", self.bridge, "up")
-        for i, ns in enumerate(self.names):
-            host, peer = f"{ns}h", f"{ns}p"
-            self.sh("ip", "netns", "add", ns)
-            self.sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
-            self.sh("ip", "link", "set", peer, "netns", ns)
-            self.sh("ip", "link", "set", host, "master", self.bridge)
-            self.sh("ip", "link", "set", host, "up")
-            self.sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"198.18.0.{i + 1}/24", "dev", peer)
-            self.sh("ip", "netns", "exec", ns, "ip", "link", "set", peer, "up")
-            self.sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-            # Cap both directions of the peer's link: its egress here, its ingress as the
-            # bridge port's egress.
-            for dev, where in ((peer, ["ip", "netns", "exec", ns]), (host, [])):
-                self.sh(*where, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", self.rate,
-                        "burst", "256kb", "latency", "50ms")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for ns in self.names:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
-        subprocess.run(["ip", "link", "del", self.bridge], check=False)
-
-    def prefix(self, rank: int) -> list[str]:
-        return ["ip", "netns", "exec", self.names[rank]]
 
 
 def parse_rate(rate: str) -> float:
@@ -211,6 +172,8 @@ def main() -> None:
     print(f"{'N':>2} {'MiB':>5} {'system':<18}{'median s':>10}{'algbw GB/s':>12}{'busbw GB/s':>12}"
           f"{'busbw/Gloo':>11}{'ring bound':>12}{'extra MiB':>10}{'wire MiB':>10}")
     for world in [int(n) for n in args.peers.split(",")]:
+        from netns import Namespaces
+
         ns = Namespaces(world, args.capped) if args.capped else None
         if ns:
             ns.__enter__()

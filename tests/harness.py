@@ -125,9 +125,10 @@ class _Proc:
 
 
 class PeerProcess(_Proc):
-    def __init__(self, coordinator: str, env: dict | None = None, **kwargs) -> None:
+    def __init__(self, coordinator: str, env: dict | None = None, prefix: list[str] | None = None, **kwargs) -> None:
+        """prefix: a command to run the worker under (e.g. `ip netns exec NAME`)."""
         kwargs["coordinator"] = coordinator
-        super().__init__([sys.executable, WORKER, json.dumps(kwargs)], env)
+        super().__init__((prefix or []) + [sys.executable, WORKER, json.dumps(kwargs)], env)
         assert self.reply(timeout=30)["result"] == "ready"
 
     def send(self, command: str, **args) -> None:

@@ -21,6 +21,7 @@ def info(comm):
         "peer_id": comm.peer_id,
         "peers": comm.peers,
         "pending_peers": comm.pending_peers,
+        "data_address": comm.data_address,
     }
 
 
