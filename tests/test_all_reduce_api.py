@@ -244,3 +244,33 @@ def test_ctrl_c_interrupts_connect_while_pending(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert out.strip() == "interrupted False"
     assert time.monotonic() - sent < 5
+
+
+def test_ctrl_c_interrupts_sync_shared_state(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupt_sync.py"
+    script.write_text(
+        "import threading, time, numpy as np, pcomm\n"
+        "c = pcomm.Coordinator().start()\n"
+        "a, b = pcomm.Communicator(c.address), pcomm.Communicator(c.address)\n"
+        "a.connect(); t = threading.Thread(target=b.connect); t.start()\n"
+        "while c.pending_peers < 1: time.sleep(0.01)\n"
+        "a.update_topology(); t.join()\n"
+        "s = pcomm.SharedState({'w': np.ones(10)})\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    a.sync_shared_state(s, timeout=60)  # b never votes\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', s.revision, flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert out.strip() == "interrupted 0"
+    assert time.monotonic() - sent < 5

@@ -93,11 +93,11 @@ void register_peer(py::module_& m) {
              }
              if (strategy > 2) throw InvalidArgument("unknown sync strategy");
              peer::SyncResult r;
-             {
-               py::gil_scoped_release release;  // hashing, transfer and waits need no Python
+             // Hashing, transfer and waits need no Python: run without the GIL.
+             interruptible([&] {
                r = c.sync_shared_state(tensors, revision, static_cast<proto::SyncStrategy>(strategy),
                                        seconds_to_duration(timeout));
-             }
+             });
              return py::make_tuple(r.tensors_received, r.bytes_received, r.bytes_sent, r.revision, r.content_hash);
            },
            py::arg("tensors"), py::arg("revision"), py::arg("strategy"), py::arg("timeout"))

@@ -79,8 +79,8 @@ class Communicator {
   bool connected() const;
   std::string data_address() const;
   Duration default_timeout() const { return options_.timeout; }
-  // Called every 100 ms by connect() and update_topology() while they wait (never with
-  // a lock held); returning true makes the wait throw Interrupted.
+  // Called every 100 ms by connect(), update_topology() and sync_shared_state() while they
+  // wait (never with a lock held); returning true makes the wait throw Interrupted.
   void set_interrupt_check(std::function<bool()> check) { interrupt_check_ = std::move(check); }
 
  private:

@@ -33,7 +33,7 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
     if (state_ != State::kActive) throw InvalidArgument("not connected: call connect() first");
     if (state_session_) throw InvalidArgument("a sync_shared_state call is already in progress on this peer");
     vote.call = next_call_++;
-    session = std::make_shared<StateSession>(vote.call, tensors, deadline.at());
+    session = std::make_shared<StateSession>(vote.call, tensors, deadline.at(), interrupt_check_);
     state_session_ = session;
     self = peer_id_;
   }
@@ -60,7 +60,8 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
       sizes.push_back(tensors[i].nbytes);
       buffers.push_back(incoming.back().get());
     }
-    FetchSpec spec{options_.run, self, plan.sync_id, plan.sources, options_.connections_per_peer, deadline.at()};
+    FetchSpec spec{options_.run,  self,        plan.sync_id,    plan.sources, options_.connections_per_peer,
+                   deadline.at(), interrupt_check_};
     result.bytes_received = fetch_pieces(spec, make_pieces(plan.fetch, sizes, buffers, kPieceBytes));
     for (size_t k = 0; k < plan.fetch.size(); ++k) {
       uint32_t i = plan.fetch[k];

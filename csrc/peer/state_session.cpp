@@ -5,6 +5,26 @@
 
 namespace pcomm::peer {
 
+namespace {
+constexpr Millis kInterruptCheck{100};
+}
+
+template <typename Pred>
+void StateSession::wait_locked(std::unique_lock<std::mutex>& lock, TimePoint deadline, Pred pred) {
+  while (!pred() && Clock::now() < deadline) {
+    if (!interrupt_) {
+      cv_.wait_until(lock, deadline, pred);
+      return;
+    }
+    cv_.wait_until(lock, std::min(deadline, Clock::now() + kInterruptCheck), pred);
+    if (pred()) return;
+    lock.unlock();  // the check may take the GIL: never while holding our mutex
+    bool interrupted = interrupt_();
+    lock.lock();
+    if (interrupted) throw Interrupted("sync_shared_state interrupted");
+  }
+}
+
 void StateSession::set_plan(const proto::StatePlan& plan) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!plan_) plan_ = plan;
@@ -44,7 +64,7 @@ void StateSession::throw_if_failed() const {
 
 proto::StatePlan StateSession::wait_plan(TimePoint deadline) {
   std::unique_lock<std::mutex> lock(mutex_);
-  cv_.wait_until(lock, deadline, [this] { return plan_ || result_ || failure_; });
+  wait_locked(lock, deadline, [this] { return plan_ || result_ || failure_; });
   throw_if_failed();
   if (result_) throw ProtocolError("the coordinator decided a sync this peer had no plan for");
   if (!plan_) throw TimeoutError("sync_shared_state timed out waiting for the other peers' votes");
@@ -53,7 +73,7 @@ proto::StatePlan StateSession::wait_plan(TimePoint deadline) {
 
 void StateSession::wait_result(TimePoint deadline) {
   std::unique_lock<std::mutex> lock(mutex_);
-  cv_.wait_until(lock, deadline, [this] { return result_ || failure_; });
+  wait_locked(lock, deadline, [this] { return result_ || failure_; });
   throw_if_failed();
   if (!result_) throw CoordinatorLostError("no commit or abort of the shared-state sync from the coordinator in time");
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -17,8 +18,10 @@ namespace pcomm::peer {
 
 class StateSession {
  public:
-  StateSession(uint64_t call, const std::vector<StateTensor>& tensors, TimePoint deadline)
-      : call_(call), server_(tensors, deadline) {}
+  // interrupt: checked every 100 ms by the caller's waits (Ctrl-C); may be empty.
+  StateSession(uint64_t call, const std::vector<StateTensor>& tensors, TimePoint deadline,
+               std::function<bool()> interrupt)
+      : call_(call), server_(tensors, deadline), interrupt_(std::move(interrupt)) {}
 
   uint64_t call() const { return call_; }
 
@@ -40,9 +43,13 @@ class StateSession {
 
  private:
   void throw_if_failed() const;
+  // cv wait until pred or the deadline, running the interrupt check between slices.
+  template <typename Pred>
+  void wait_locked(std::unique_lock<std::mutex>& lock, TimePoint deadline, Pred pred);
 
   uint64_t call_;
   StateServer server_;
+  std::function<bool()> interrupt_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::optional<proto::StatePlan> plan_;

@@ -112,11 +112,24 @@ uint64_t fetch_pieces(const FetchSpec& spec, const std::vector<FetchPiece>& piec
   for (const auto& source : spec.sources) {
     for (uint32_t k = 0; k < spec.connections_per_source; ++k) threads.emplace_back(worker, std::cref(source));
   }
+  bool interrupted = false;
   {
     std::unique_lock<std::mutex> lock(mutex);
-    cv.wait(lock, [&] { return done == pieces.size() || workers == 0; });
+    auto finished = [&] { return done == pieces.size() || workers == 0; };
+    while (!finished()) {
+      cv.wait_for(lock, std::chrono::milliseconds(100), finished);
+      if (finished() || !spec.interrupt) continue;
+      lock.unlock();
+      interrupted = spec.interrupt();
+      lock.lock();
+      if (interrupted) {
+        queue.clear();  // workers stop after the piece they hold
+        break;
+      }
+    }
   }
   for (auto& t : threads) t.join();
+  if (interrupted) throw Interrupted("shared-state transfer interrupted");
   if (done == pieces.size()) return received;
   if (Clock::now() >= spec.deadline) throw TimeoutError("shared-state transfer timed out: " + last_error);
   throw PeerLostError("every source of the shared state failed; last: " + last_error);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -41,6 +42,7 @@ struct FetchSpec {
   std::vector<proto::RingMember> sources;
   uint32_t connections_per_source = 4;
   TimePoint deadline;
+  std::function<bool()> interrupt;  // checked every 100 ms while waiting (Ctrl-C); may be empty
 };
 
 // Fetches every piece; returns the bytes received. Throws PeerLostError when every
