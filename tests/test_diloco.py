@@ -115,7 +115,7 @@ def test_peers_killed_between_and_during_outer_steps(coordinator, peers):
     results = [p.read_all() for p in survivors]
     for reports, _done in results:
         assert reports[-1]["revision"] == 8
-        assert reports[-1]["world"] == 2 and reports[-1]["reduced"] == 2
+        assert reports[-1]["reduced"] == 2  # the last outer step ran over the two survivors
     assert_agree([r for r, _ in results], keys=("globals", "momentum", "params"))
 
 
@@ -134,7 +134,9 @@ def test_joiner_ends_bit_identical(coordinator, peers, variant):
     keys = ("globals", "momentum") if variant == "streaming" else ("globals", "momentum", "params")
     shared = assert_agree(reports, keys=keys)
     assert max(shared) >= joined_at + 2, "compared well after the join"
-    assert reports[3][-1]["world"] == 4
+    # It took part: some outer all-reduce ran over all four peers. (Its last report may see
+    # fewer: peers that finish their rounds first leave.)
+    assert any(r["reduced"] == 4 for r in reports[3])
 
 
 @pytest.mark.parametrize("variant", ["async", "streaming"])
