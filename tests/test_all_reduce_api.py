@@ -187,45 +187,51 @@ def test_quantize_roundtrip_bound():
     assert (y[:100] == 4.25).all(), "a constant chunk survives exactly"
 
 
-def test_ctrl_c_interrupts_a_waiting_all_reduce(tmp_path):
-    """SIGINT while an all-reduce waits (here for a peer that never calls) raises
-    KeyboardInterrupt within a fraction of a second, with the input intact."""
+TWO_PEERS = (
+    "import threading, time, numpy as np, pcomm\n"
+    "c = pcomm.Coordinator().start()\n"
+    "a, b = pcomm.Communicator(c.address), pcomm.Communicator(c.address)\n"
+    "a.connect(); t = threading.Thread(target=b.connect); t.start()\n"
+    "while c.pending_peers < 1: time.sleep(0.01)\n"
+    "a.update_topology(); t.join()\n"
+)
+
+
+def interrupted_output(tmp_path, script: str) -> str:
+    """Runs script, which prints 'waiting' before a call that would block for a minute,
+    sends it SIGINT, and returns what it printed after; fails unless it ends within 5 s."""
     import signal
     import subprocess
     import sys
 
-    script = tmp_path / "interrupt.py"
-    script.write_text(
-        "import threading, time, numpy as np, pcomm\n"
-        "c = pcomm.Coordinator().start()\n"
-        "a, b = pcomm.Communicator(c.address), pcomm.Communicator(c.address)\n"
-        "a.connect(); t = threading.Thread(target=b.connect); t.start()\n"
-        "while c.pending_peers < 1: time.sleep(0.01)\n"
-        "a.update_topology(); t.join()\n"
+    path = tmp_path / "interrupt.py"
+    path.write_text(script)
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 5
+    return out.strip()
+
+
+def test_ctrl_c_interrupts_a_waiting_all_reduce(tmp_path):
+    """SIGINT while an all-reduce waits (here for a peer that never calls) raises
+    KeyboardInterrupt within a fraction of a second, with the input intact."""
+    out = interrupted_output(tmp_path, TWO_PEERS + (
         "x = np.ones(10, np.float32)\n"
         "print('waiting', flush=True)\n"
         "try:\n"
         "    a.all_reduce(x, timeout=60)\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', bool((x == 1).all()), flush=True)\n"
-    )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "waiting"
-    time.sleep(0.3)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    assert out.strip() == "interrupted True"
-    assert time.monotonic() - sent < 5
+    ))
+    assert out == "interrupted True"
 
 
 def test_ctrl_c_interrupts_connect_while_pending(tmp_path):
-    import signal
-    import subprocess
-    import sys
-
-    script = tmp_path / "interrupt_connect.py"
-    script.write_text(
+    out = interrupted_output(tmp_path, (
         "import pcomm\n"
         "c = pcomm.Coordinator().start()\n"
         "a, b = pcomm.Communicator(c.address), pcomm.Communicator(c.address)\n"
@@ -235,42 +241,17 @@ def test_ctrl_c_interrupts_connect_while_pending(tmp_path):
         "    b.connect(timeout=60)  # pending: a never calls update_topology\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', b.connected, flush=True)\n"
-    )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "waiting"
-    time.sleep(0.3)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    assert out.strip() == "interrupted False"
-    assert time.monotonic() - sent < 5
+    ))
+    assert out == "interrupted False"
 
 
 def test_ctrl_c_interrupts_sync_shared_state(tmp_path):
-    import signal
-    import subprocess
-    import sys
-
-    script = tmp_path / "interrupt_sync.py"
-    script.write_text(
-        "import threading, time, numpy as np, pcomm\n"
-        "c = pcomm.Coordinator().start()\n"
-        "a, b = pcomm.Communicator(c.address), pcomm.Communicator(c.address)\n"
-        "a.connect(); t = threading.Thread(target=b.connect); t.start()\n"
-        "while c.pending_peers < 1: time.sleep(0.01)\n"
-        "a.update_topology(); t.join()\n"
+    out = interrupted_output(tmp_path, TWO_PEERS + (
         "s = pcomm.SharedState({'w': np.ones(10)})\n"
         "print('waiting', flush=True)\n"
         "try:\n"
         "    a.sync_shared_state(s, timeout=60)  # b never votes\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', s.revision, flush=True)\n"
-    )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "waiting"
-    time.sleep(0.3)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    assert out.strip() == "interrupted 0"
-    assert time.monotonic() - sent < 5
+    ))
+    assert out == "interrupted 0"

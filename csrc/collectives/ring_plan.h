@@ -39,7 +39,6 @@ class RingPlan {
   size_t segment_count(size_t seg) const { return segment_begin(seg + 1) - segment_begin(seg); }
   size_t send_segment(size_t step) const;
   size_t recv_segment(size_t step) const;
-  size_t owned_segment() const { return (rank_ + 1) % world_; }
   const std::vector<RingItem>& sends() const { return sends_; }
   const std::vector<RingItem>& recvs() const { return recvs_; }
 

@@ -32,7 +32,6 @@ class EventLoop {
   void start();
   // Stops the loop and joins its thread; idempotent. Must not be called from the loop.
   void stop();
-  bool in_loop_thread() const { return std::this_thread::get_id() == thread_.get_id(); }
 
   // Loop-thread only: watch fd for EPOLLIN/EPOLLOUT (level-triggered).
   void add_fd(int fd, uint32_t events, FdHandler handler);

@@ -198,17 +198,16 @@ class Communicator:
                 )
             if dst.ptr == src.ptr and dst.nbytes:
                 dst = None  # out is x: in place
-        staged = []  # CUDA tensors are staged through host memory
+        staged = []  # CUDA tensors are staged through host memory, copied once each way
         if src.cuda:
-            src = as_buffer(Staged(x).host, "x")
+            stage_x = Staged(x)
+            src = as_buffer(stage_x.host, "x")
+            if dst is None:
+                staged.append(stage_x)  # in place: the result goes back into x
         if dst is not None and dst.cuda:
-            stage = Staged(out)
-            staged.append(stage)
-            dst = as_buffer(stage.host, "out")
-        elif dst is None and as_buffer(x, "x").cuda:
-            stage = Staged(x)
-            stage.host = src.obj  # the op works in place on the host copy
-            staged.append(stage)
+            stage_out = Staged(out)
+            staged.append(stage_out)
+            dst = as_buffer(stage_out.host, "out")
         deadline = self._deadline(timeout)
         impl = self._impl.all_reduce_start(
             data=src.ptr,
