@@ -17,6 +17,7 @@ import threading
 import time
 
 WORKER = os.path.join(os.path.dirname(__file__), "peer_worker.py")
+DHT_WORKER = os.path.join(os.path.dirname(__file__), "dht_worker.py")
 
 DTYPES = ["float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64"]
 OPS = ["sum", "avg", "min", "max", "prod"]
@@ -154,16 +155,45 @@ class PeerProcess(_Proc):
 class CoordinatorProcess(_Proc):
     """`pcomm coordinator` as a process (for tests that kill the coordinator)."""
 
-    def __init__(self, heartbeat_timeout: float = 5.0, run: str = "default", env: dict | None = None) -> None:
+    def __init__(self, heartbeat_timeout: float = 5.0, run: str = "default", env: dict | None = None, announce_through: list[str] | None = None) -> None:
+        """announce_through: DHT bootstrap multiaddrs; the coordinator then announces
+        ``run`` there and the constructor returns once the record is stored."""
+        extra = ["--announce", run, "--bootstrap", *announce_through] if announce_through else []
         super().__init__(
             [
                 sys.executable, "-m", "pcomm", "coordinator", "--listen", "127.0.0.1:0",
-                "--heartbeat-timeout", str(heartbeat_timeout), "--run", run,
+                "--heartbeat-timeout", str(heartbeat_timeout), "--run", run, *extra,
             ],
             env,
         )
         first = self.read_line(30)
         self.address = first.strip().rsplit(" ", 1)[-1]
+        if announce_through:
+            line = self.read_line(30)
+            assert line.startswith("announced "), line
+
+
+class DhtProcess(_Proc):
+    """tests/dht_worker.py: several discovery nodes in one process."""
+
+    def __init__(self, nodes: int, bootstrap: list[str] | None = None, client: bool = False) -> None:
+        argv = [sys.executable, DHT_WORKER, "--nodes", str(nodes)]
+        if bootstrap:
+            argv += ["--bootstrap", *bootstrap]
+        if client:
+            argv.append("--client")
+        super().__init__(argv)
+        hello = json.loads(self.read_line(60))
+        self.addrs: list[list[str]] = hello["addrs"]
+        self.peer_ids: list[str] = hello["peer_ids"]
+
+    def call(self, cmd: str, wait: float = 30, **args) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.read_line(wait))
+        if "error" in reply:
+            raise ProcessFailed(f"{cmd} failed: {reply['error']}")
+        return reply
 
 
 def admit(members: list[PeerProcess], joiner: PeerProcess, timeout: float = 30) -> list[dict]:

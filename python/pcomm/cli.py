@@ -1,6 +1,8 @@
 """The ``pcomm`` command line.
 
     pcomm coordinator --listen HOST:PORT [--heartbeat-timeout SECONDS] [--run NAME]
+                      [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
+    pcomm dht --listen /ip4/HOST/tcp/PORT [--bootstrap MULTIADDR ...] [--key-file PATH]
 """
 
 from __future__ import annotations
@@ -10,26 +12,63 @@ import signal
 import sys
 import threading
 
-from .errors import PcommError
+from .errors import InvalidArgumentError, PcommError
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def _coordinator(args: argparse.Namespace) -> int:
     from .coordinator import Coordinator
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    coord = Coordinator(listen=args.listen, heartbeat_timeout=args.heartbeat_timeout, run=args.run).start()
-    print(f"pcomm coordinator for run '{args.run}' listening on {coord.address}", flush=True)
-    last = None
+    run = args.run
+    if args.announce is not None:
+        if run not in ("default", args.announce):
+            raise InvalidArgumentError(f"--run {run} and --announce {args.announce} name different runs")
+        if not args.bootstrap:
+            raise InvalidArgumentError("--announce needs --bootstrap MULTIADDR (a `pcomm dht` node)")
+        run = args.announce
+    stop = _stop_on_signals()
+    coord = Coordinator(listen=args.listen, heartbeat_timeout=args.heartbeat_timeout, run=run).start()
+    print(f"pcomm coordinator for run '{run}' listening on {coord.address}", flush=True)
+    node = None
     try:
+        if args.announce is not None:
+            from .discovery.runs import advertised_address, announce
+
+            address = args.advertise or advertised_address(coord.address, args.bootstrap)
+            node, published = announce("coordinator", run, address, args.bootstrap, key_file=args.key_file)
+            print(f"announced {address} for run '{run}' on {published.stored_on} DHT nodes", flush=True)
+        last = None
         while not stop.wait(0.5):
             now = (coord.epoch, len(coord.peers), coord.pending_peers)
             if now != last:
                 print(f"epoch {now[0]}: {now[1]} peers, {now[2]} pending", flush=True)
                 last = now
     finally:
+        if node is not None:
+            node.close()
         coord.stop()
+    return 0
+
+
+def _dht(args: argparse.Namespace) -> int:
+    from .discovery import Node
+
+    stop = _stop_on_signals()
+    with Node(listen=args.listen, bootstrap=args.bootstrap, key_file=args.key_file, announce=args.announce_addr).start() as node:
+        for addr in node.addrs:
+            print(addr, flush=True)
+        last = None
+        while not stop.wait(1.0):
+            now = (node.routing_table_size, node.stored_records)
+            if now != last:
+                print(f"routing table: {now[0]} nodes, {now[1]} records stored", flush=True)
+                last = now
     return 0
 
 
@@ -46,7 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop a peer silent for this long (default 5)",
     )
     coord.add_argument("--run", default="default", help="run name peers must use (default 'default')")
+    coord.add_argument("--announce", metavar="RUN", help="publish this coordinator for RUN in the discovery DHT")
+    coord.add_argument("--bootstrap", nargs="+", default=[], metavar="MULTIADDR", help="DHT nodes to announce through")
+    coord.add_argument("--advertise", metavar="HOST:PORT", help="address to announce (default: the listen address, "
+                       "with 0.0.0.0 replaced by the local address that reaches the bootstrap node)")
+    coord.add_argument("--key-file", help="DHT identity key file (created if missing; default: a new identity)")
     coord.set_defaults(func=_coordinator)
+    dht = sub.add_parser("dht", help="run a discovery DHT node (bootstrap node for runs)")
+    dht.add_argument("--listen", default="/ip4/0.0.0.0/tcp/4001", help="multiaddr to listen on (default /ip4/0.0.0.0/tcp/4001)")
+    dht.add_argument("--bootstrap", nargs="+", default=[], metavar="MULTIADDR", help="other DHT nodes to join through")
+    dht.add_argument("--key-file", help="identity key file, created if missing, so the printed address stays valid across restarts")
+    dht.add_argument("--announce-addr", nargs="+", metavar="MULTIADDR", help="addresses to advertise instead of the listen address")
+    dht.set_defaults(func=_dht)
     return parser
 
 

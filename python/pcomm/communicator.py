@@ -97,24 +97,39 @@ class Communicator:
     """A peer of a pcomm run.
 
     Args:
-        coordinator: the coordinator's ``"host:port"``.
+        coordinator: the coordinator's ``"host:port"``; or None to find it by ``run``
+            through the discovery DHT (``bootstrap``).
         timeout: default deadline of every blocking call, in seconds.
         connections_per_peer: TCP connections in each data link pool (1 to 64).
         run: the run name; the coordinator refuses a peer of another run.
         data_listen: ``"host:port"`` where this peer accepts data links; the default
             listens on every interface and advertises the address it reaches the
             coordinator from.
+        bootstrap: multiaddrs (``/ip4/HOST/tcp/PORT/p2p/PEER_ID``) of discovery nodes;
+            with ``coordinator=None`` the constructor looks up the coordinator (and the
+            relays) announced for ``run`` (needs the ``discovery`` extra).
     """
 
     def __init__(
         self,
-        coordinator: str,
+        coordinator: str | None = None,
         timeout: float | timedelta | None = None,
         connections_per_peer: int = 4,
         *,
         run: str = "default",
         data_listen: str = "0.0.0.0:0",
+        bootstrap: list[str] | None = None,
     ) -> None:
+        self.relays: tuple[str, ...] = ()
+        if coordinator is not None and bootstrap:
+            raise InvalidArgumentError("give coordinator='host:port' or bootstrap=[...] to find it by run name, not both")
+        if coordinator is None:
+            if not bootstrap:
+                raise InvalidArgumentError("give coordinator='host:port', or run='name' with bootstrap=[multiaddr, ...]")
+            from .discovery.runs import find_run  # imports py-libp2p: only when asked for
+
+            found = find_run(run, bootstrap, default_timeout(timeout))
+            coordinator, self.relays = found.coordinator, found.relays
         if not isinstance(coordinator, str):
             raise InvalidArgumentError(f"coordinator must be a 'host:port' string, got {coordinator!r}")
         if isinstance(connections_per_peer, bool) or not isinstance(connections_per_peer, int):

@@ -16,6 +16,8 @@ __all__ = [
     "ProtocolError",
     "InvalidArgumentError",
     "IoError",
+    "DiscoveryError",
+    "InvalidRecordError",
 ]
 
 
@@ -53,3 +55,12 @@ class InvalidArgumentError(PcommError, ValueError):
 
 class IoError(PcommError, OSError):
     """A socket or system call failed (address in use, host not resolvable...)."""
+
+
+class DiscoveryError(PcommError):
+    """The discovery overlay could not answer: no bootstrap node reachable, nothing
+    published under the name asked for, or a publish that no node stored."""
+
+
+class InvalidRecordError(DiscoveryError, ValueError):
+    """A discovery record is oversized, malformed, unsigned, forged or expired."""

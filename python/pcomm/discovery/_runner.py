@@ -1,0 +1,138 @@
+"""A trio event loop on a background thread, callable from plain threads and asyncio.
+
+py-libp2p runs only under trio. pcomm users call from ordinary threads or asyncio, so
+the node lives on one daemon thread and work is handed to it as coroutines:
+``submit`` returns a ``concurrent.futures.Future``; ``call`` waits for it (in short
+slices, so Ctrl-C works); ``acall`` awaits it from asyncio. Every call has a deadline,
+enforced inside trio (the coroutine is cancelled, not abandoned).
+
+py-libp2p reports failures as nested exception groups; ``leaf_error`` digs out the
+first real exception so users see one clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from ..errors import DiscoveryError, PcommError, TimeoutError
+
+kSlice = 0.1  # seconds between Ctrl-C checks in call()
+
+
+def leaf_error(error: BaseException) -> BaseException:
+    """The first non-group exception inside (possibly nested) exception groups."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def as_pcomm_error(error: BaseException, what: str) -> BaseException:
+    leaf = leaf_error(error)
+    if isinstance(leaf, (PcommError, KeyboardInterrupt, SystemExit)):
+        return leaf
+    return DiscoveryError(f"{what}: {type(leaf).__name__}: {leaf}")
+
+
+class TrioThread:
+    """Owns one trio loop on a daemon thread until ``stop()``."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stop: trio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+
+    def start(self, main: Callable[[trio.Nursery], Awaitable[None]], timeout: float) -> None:
+        """Runs ``main(nursery)`` on the new loop; returns once it has returned."""
+
+        async def root() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            self._stop = trio.Event()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    with trio.fail_after(timeout):
+                        await main(nursery)
+                    self._started.set()
+                    await self._stop.wait()
+                    nursery.cancel_scope.cancel()
+            except BaseException as e:  # reported to start()'s caller, or logged by stop()
+                self._failure = e
+            finally:
+                self._started.set()
+
+        self._thread = threading.Thread(target=trio.run, args=(root,), name=self._name, daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._failure is not None:
+            self._thread.join(5)
+            failure = leaf_error(self._failure)
+            if isinstance(failure, trio.TooSlowError):
+                raise TimeoutError(f"discovery node did not start within {timeout} s")
+            raise as_pcomm_error(failure, "discovery node failed to start") from None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float, what: str) -> concurrent.futures.Future:
+        """Schedules ``fn(*args)`` on the loop with a deadline of ``timeout`` seconds."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        if not self.running or self._token is None:
+            future.set_exception(DiscoveryError(f"{what}: the discovery node is closed"))
+            return future
+
+        async def task() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                with trio.fail_after(timeout):
+                    result = await fn(*args)
+            except trio.TooSlowError:
+                future.set_exception(TimeoutError(f"{what}: no answer within {timeout} s"))
+            except BaseException as e:  # noqa: BLE001 - every failure goes to the caller
+                future.set_exception(as_pcomm_error(e, what))
+                if isinstance(leaf_error(e), trio.Cancelled):
+                    raise
+            else:
+                future.set_result(result)
+
+        def spawn() -> None:
+            assert self._nursery is not None
+            self._nursery.start_soon(task)
+
+        try:
+            self._token.run_sync_soon(spawn)
+        except trio.RunFinishedError:
+            future.set_exception(DiscoveryError(f"{what}: the discovery node is closed"))
+        return future
+
+    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float, what: str) -> Any:
+        future = self.submit(fn, *args, timeout=timeout, what=what)
+        while True:
+            try:
+                return future.result(timeout=kSlice)
+            except concurrent.futures.TimeoutError:
+                continue  # the deadline is enforced inside trio
+
+    async def acall(self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float, what: str) -> Any:
+        return await asyncio.wrap_future(self.submit(fn, *args, timeout=timeout, what=what))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._token is None or not self.running:
+            return
+        stop = self._stop
+        try:
+            self._token.run_sync_soon(lambda: stop.set() if stop is not None else None)
+        except trio.RunFinishedError:
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout)
