@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from typing import Any, Awaitable, Callable
 
 import trio
 
 from ..errors import DiscoveryError, PcommError, TimeoutError
+
+log = logging.getLogger("pcomm.discovery")
 
 kSlice = 0.1  # seconds between Ctrl-C checks in call()
 
@@ -64,8 +67,10 @@ class TrioThread:
                     self._started.set()
                     await self._stop.wait()
                     nursery.cancel_scope.cancel()
-            except BaseException as e:  # reported to start()'s caller, or logged by stop()
+            except BaseException as e:  # reported to start()'s caller, or logged here
                 self._failure = e
+                if self._started.is_set():
+                    log.error("discovery node stopped by an error: %r", leaf_error(e))
             finally:
                 self._started.set()
 

@@ -4,12 +4,9 @@ A record says "publisher P offers <kind> for run R at these addresses until time
 is signed with P's libp2p identity key, so a DHT node can store and forward it without
 trusting whoever handed it over, and a reader can check it without trusting the DHT.
 
-Encoding (UTF-8 JSON, at most ``kMaxRecordBytes``)::
-
-    {"p": "<payload JSON text>", "k": "<base64 public key>", "s": "<base64 signature>"}
-
-The signature covers ``kSignaturePrefix + p`` exactly as sent, so verification never
-depends on re-serializing JSON. The payload holds ``kind``, ``run``, ``publisher`` (the
+Encoding: a signed envelope (signed.py) of at most ``kMaxRecordBytes`` around the
+payload JSON; the signature covers ``kSignaturePrefix + payload`` exactly as sent, so
+verification never depends on re-serializing JSON. The payload holds ``kind``, ``run``, ``publisher`` (the
 base58 peer id of ``k``), ``addrs``, ``seq`` (publisher's counter: a higher one replaces
 a lower one) and ``expires`` (Unix seconds). Only Ed25519 keys are accepted.
 
@@ -18,19 +15,16 @@ Everything here is pure (no sockets, no trio) and unit-tested.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import math
 from dataclasses import dataclass
 
-from libp2p.crypto.ed25519 import Ed25519PublicKey
-from libp2p.crypto.keys import KeyType, PrivateKey
-from libp2p.crypto.serialization import deserialize_public_key
+from libp2p.crypto.keys import PrivateKey
 from libp2p.peer.id import ID
 
 from ..errors import InvalidArgumentError, InvalidRecordError
+from .signed import BadEnvelope, seal, unseal
 
 KINDS = ("coordinator", "relay", "peer")
 kMaxRecordBytes = 4096
@@ -93,61 +87,29 @@ def dht_key(kind: str, run: str) -> bytes:
 
 def sign_record(key: PrivateKey, kind: str, run: str, addrs: list[str] | tuple[str, ...], seq: int, expires: float) -> Record:
     """Builds and signs a record with ``key`` (the publisher's libp2p identity)."""
-    if key.get_type() != KeyType.Ed25519:
-        raise InvalidArgumentError("records are signed with Ed25519 identity keys only")
-    public = key.get_public_key()
     payload = {
         "kind": check_kind(kind),
         "run": check_run(run),
-        "publisher": ID.from_pubkey(public).to_base58(),
+        "publisher": ID.from_pubkey(key.get_public_key()).to_base58(),
         "addrs": list(check_addrs(addrs)),
         "seq": int(seq),
         "expires": float(expires),
     }
-    text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
-    raw = _encode(text, public.serialize(), key.sign(kSignaturePrefix + text.encode()))
+    raw = seal(key, kSignaturePrefix, json.dumps(payload, separators=(",", ":"), sort_keys=True))
     if len(raw) > kMaxRecordBytes:
         raise InvalidArgumentError(f"record is {len(raw)} bytes, over the {kMaxRecordBytes}-byte limit: fewer or shorter addresses")
     return Record(payload["kind"], payload["run"], payload["publisher"], tuple(payload["addrs"]), payload["seq"], payload["expires"], raw)
 
 
-def _encode(text: str, public: bytes, signature: bytes) -> bytes:
-    envelope = {"p": text, "k": base64.b64encode(public).decode(), "s": base64.b64encode(signature).decode()}
-    return json.dumps(envelope, separators=(",", ":")).encode()
-
-
 def verify_record(raw: object, now: float) -> Record:
     """Parses and checks a record received from anyone. Raises InvalidRecordError naming
     the first problem: oversized, malformed, unsigned, forged, expired, or living too long."""
-    if not isinstance(raw, (bytes, bytearray)):
-        raise InvalidRecordError("record must be bytes")
-    if len(raw) > kMaxRecordBytes:
-        raise InvalidRecordError(f"record is {len(raw)} bytes, over the {kMaxRecordBytes}-byte limit")
     try:
-        envelope = json.loads(bytes(raw))
-        text, key_b64, sig_b64 = envelope["p"], envelope["k"], envelope["s"]
-        if not all(isinstance(v, str) for v in (text, key_b64, sig_b64)):
-            raise TypeError("envelope fields must be strings")
-        public_bytes = base64.b64decode(key_b64, validate=True)
-        signature = base64.b64decode(sig_b64, validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error) as e:
-        raise InvalidRecordError(f"malformed record envelope: {e}") from None
-    if not signature:
-        raise InvalidRecordError("record is unsigned")
-    try:
-        public = deserialize_public_key(public_bytes)
-    except Exception as e:  # the key decoder raises several unrelated types
-        raise InvalidRecordError(f"malformed public key: {e}") from None
-    if not isinstance(public, Ed25519PublicKey):
-        raise InvalidRecordError("records must be signed with an Ed25519 key")
-    try:
-        good = public.verify(kSignaturePrefix + text.encode(), signature)
-    except Exception:
-        good = False
-    if not good:
-        raise InvalidRecordError("bad signature: the record was not signed by the key it carries")
-    record = _parse_payload(text, raw)
-    if record.publisher != ID.from_pubkey(public).to_base58():
+        text, signer = unseal(raw, kSignaturePrefix, kMaxRecordBytes)
+    except BadEnvelope as e:
+        raise InvalidRecordError(f"record {e}") from None
+    record = _parse_payload(text, raw)  # type: ignore[arg-type]
+    if record.publisher != signer:
         raise InvalidRecordError(f"forged record: publisher {record.publisher} is not the signing key's peer id")
     if record.expired(now):
         raise InvalidRecordError(f"expired record ({now - record.expires:.1f} s ago)")

@@ -46,11 +46,11 @@ class Request:
     caller_addrs: tuple[str, ...]
 
 
-async def read_message(stream: Any) -> Any:
+async def read_message(stream: Any, limit: int = kMaxMessageBytes) -> Any:
     header = await _read_exactly(stream, 4)
     (length,) = struct.unpack(">I", header)
-    if length > kMaxMessageBytes:
-        raise WireError(f"message of {length} bytes exceeds {kMaxMessageBytes}")
+    if length > limit:
+        raise WireError(f"message of {length} bytes exceeds {limit}")
     body = await _read_exactly(stream, length)
     try:
         return json.loads(body)
@@ -58,10 +58,10 @@ async def read_message(stream: Any) -> Any:
         raise WireError(f"message is not JSON: {e}") from None
 
 
-async def write_message(stream: Any, message: Any) -> None:
+async def write_message(stream: Any, message: Any, limit: int = kMaxMessageBytes) -> None:
     body = json.dumps(message, separators=(",", ":")).encode()
-    if len(body) > kMaxMessageBytes:
-        raise WireError(f"message of {len(body)} bytes exceeds {kMaxMessageBytes}")
+    if len(body) > limit:
+        raise WireError(f"message of {len(body)} bytes exceeds {limit}")
     await stream.write(struct.pack(">I", len(body)) + body)
 
 

@@ -1,0 +1,14 @@
+"""Replicated run metadata that needs no consensus: CRDTs (LWW map, add-wins OR-set,
+PN- and G-counters) in named stores, replicated by delta anti-entropy over the
+discovery node's libp2p host, signed per writer, durable in SQLite. See docs/crdt.md.
+"""
+
+from .clock import HLC
+from .deltas import InvalidDeltaError
+from .store import Change, CounterView, MapView, SetView, Store
+from .types import GCounter, LWWMap, ORSet, PNCounter
+
+__all__ = [
+    "Change", "CounterView", "GCounter", "HLC", "InvalidDeltaError", "LWWMap", "MapView",
+    "ORSet", "PNCounter", "SetView", "Store",
+]

@@ -1,0 +1,41 @@
+"""Hybrid logical clock (Kulkarni et al.): timestamps that follow wall time but never go
+backwards and always exceed every timestamp this replica has seen.
+
+A timestamp is ``(wall_ms, counter)``; last-writer-wins compares ``(wall_ms, counter,
+writer)``, so two writers can never tie.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+kMaxDriftMs = 24 * 3600 * 1000  # remote timestamps further ahead than this are refused
+
+
+class HLC:
+    def __init__(self, now_ms=lambda: int(time.time() * 1000)) -> None:
+        self._now_ms = now_ms
+        self._wall = 0
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def now(self) -> tuple[int, int]:
+        """A timestamp greater than every one returned or observed before."""
+        with self._lock:
+            wall = self._now_ms()
+            if wall > self._wall:
+                self._wall, self._counter = wall, 0
+            else:
+                self._counter += 1
+            return self._wall, self._counter
+
+    def observe(self, ts: tuple[int, int]) -> None:
+        """Moves the clock past a timestamp seen in a remote (or replayed) write."""
+        with self._lock:
+            if ts > (self._wall, self._counter):
+                self._wall, self._counter = ts
+
+    def plausible(self, ts: tuple[int, int]) -> bool:
+        """False for a timestamp from a clock more than a day ahead of ours."""
+        return ts[0] <= self._now_ms() + kMaxDriftMs

@@ -1,0 +1,136 @@
+"""Signed deltas: the unit a replica writes, stores, sends and verifies.
+
+One local write = one delta, numbered ``seq`` = 1, 2, ... per writer and signed by the
+writer's libp2p key (envelope: ../discovery/signed.py). Its payload::
+
+    {"store": name, "writer": peer id, "seq": n, "obj": object name, "t": type, "d": delta}
+
+``writer`` must be the signing key's peer id, so nobody can write in another replica's
+name; ``d`` must have the shape its type expects (types.py). A delta that fails any check
+is refused with InvalidDeltaError and never touches the state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from libp2p.crypto.keys import PrivateKey
+from libp2p.peer.id import ID
+
+from ..discovery.signed import BadEnvelope, seal, unseal
+from ..errors import InvalidArgumentError, PcommError
+from .types import TYPES
+
+kPrefix = b"pcomm-crdt-delta/v1\n"
+kMaxDeltaBytes = 64 * 1024
+kMaxNameChars = 256
+kMaxCount = 2**62  # counter totals stay exact in every JSON implementation we care about
+
+
+class InvalidDeltaError(PcommError, ValueError):
+    """A delta is malformed, unsigned, forged or for another store."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    store: str
+    writer: str
+    seq: int
+    obj: str
+    type: str
+    d: dict
+    raw: bytes
+
+
+def check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > kMaxNameChars or not name.isprintable():
+        raise InvalidArgumentError(f"{what} must be 1..{kMaxNameChars} printable characters, got {name!r}")
+    return name
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_content(type_name: str, d: Any) -> None:
+    """Raises ValueError unless ``d`` is a well-formed delta of ``type_name``."""
+    if not isinstance(d, dict):
+        raise ValueError("delta content must be an object")
+    if type_name == "lww":
+        ts = d.get("ts")
+        if not isinstance(d.get("key"), str) or not (isinstance(ts, list) and len(ts) == 2 and all(_is_int(x) and x >= 0 for x in ts)):
+            raise ValueError("lww delta needs a string key and ts [wall_ms, counter]")
+        if set(d) - {"key", "ts", "value", "deleted"} or ("deleted" in d and d["deleted"] is not True):
+            raise ValueError("lww delta has unknown fields")
+        _check_finite(d.get("value"))
+    elif type_name == "orset":
+        if "add" in d and set(d) == {"add"}:
+            _check_finite(d["add"])
+        elif set(d) == {"remove", "tags"} and isinstance(d["tags"], list):
+            _check_finite(d["remove"])
+            for tag in d["tags"]:
+                if not (isinstance(tag, list) and len(tag) == 2 and isinstance(tag[0], str) and _is_int(tag[1]) and tag[1] > 0):
+                    raise ValueError("orset remove tags must be [writer, seq] pairs")
+        else:
+            raise ValueError("orset delta is {add: x} or {remove: x, tags: [...]}")
+    elif type_name in ("pn", "g"):
+        fields = {"p", "n"} if type_name == "pn" else {"p"}
+        if set(d) != fields or not all(_is_int(d[f]) and 0 <= d[f] <= kMaxCount for f in fields):
+            raise ValueError(f"{type_name} delta needs non-negative integer totals {sorted(fields)}")
+    else:
+        raise ValueError(f"unknown type {type_name!r}")
+
+
+def _check_finite(value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("values must be finite")
+    if isinstance(value, list):
+        for v in value:
+            _check_finite(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _check_finite(v)
+
+
+def sign_delta(key: PrivateKey, store: str, seq: int, obj: str, type_name: str, d: dict) -> Delta:
+    try:
+        check_content(type_name, d)
+    except ValueError as e:
+        raise InvalidArgumentError(str(e)) from None
+    writer = ID.from_pubkey(key.get_public_key()).to_base58()
+    payload = {"store": store, "writer": writer, "seq": seq, "obj": obj, "t": type_name, "d": d}
+    try:
+        text = json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"values must be JSON (str, int, float, bool, None, lists, dicts): {e}") from None
+    raw = seal(key, kPrefix, text)
+    if len(raw) > kMaxDeltaBytes:
+        raise InvalidArgumentError(f"one write is limited to {kMaxDeltaBytes} bytes encoded; this one is {len(raw)}")
+    return Delta(store, writer, seq, obj, type_name, d, raw)
+
+
+def verify_delta(raw: object, store: str) -> Delta:
+    try:
+        text, signer = unseal(raw, kPrefix, kMaxDeltaBytes)
+    except BadEnvelope as e:
+        raise InvalidDeltaError(f"delta {e}") from None
+    try:
+        p = json.loads(text)
+        fields = (p["store"], p["writer"], p["seq"], p["obj"], p["t"], p["d"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InvalidDeltaError(f"malformed delta payload: {e}") from None
+    d_store, writer, seq, obj, type_name, d = fields
+    if d_store != store:
+        raise InvalidDeltaError(f"delta is for store {d_store!r}, not {store!r}")
+    if writer != signer:
+        raise InvalidDeltaError(f"forged delta: writer {str(writer)[:60]} is not the signing key's peer id")
+    if not _is_int(seq) or seq < 1 or not isinstance(obj, str) or not obj or len(obj) > kMaxNameChars or type_name not in TYPES:
+        raise InvalidDeltaError("malformed delta payload: bad seq, object name or type")
+    try:
+        check_content(type_name, d)
+    except ValueError as e:
+        raise InvalidDeltaError(f"malformed delta content: {e}") from None
+    return Delta(store, writer, seq, obj, type_name, d, bytes(raw))  # type: ignore[arg-type]

@@ -1,0 +1,402 @@
+"""``Store``: a named set of replicated objects (maps, sets, counters).
+
+    node = pcomm.discovery.Node(bootstrap=[...]).start()
+    store = pcomm.crdt.Store("llama-tiny", node=node, path="meta.db")
+    store.map("config")["lr"] = 3e-4
+    store.set("shards").add("shard-17")
+    store.counter("tokens").increment(4096)
+
+A write is applied locally, made durable (with ``path``) and returns; replication
+(replication.py) carries it to the other replicas of the same store name. Reads see the
+local state at once. Replicas that saw the same writes hold the same state, whatever
+the order, loss or duplication of messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from libp2p.peer.id import ID
+
+from ..discovery.host import load_or_create_key
+from ..discovery.records import check_run
+from ..errors import InvalidArgumentError
+from .clock import HLC
+from .deltas import Delta, InvalidDeltaError, check_name, sign_delta, verify_delta
+from .storage import DeltaLog
+from .types import TYPES, canonical
+
+log = logging.getLogger("pcomm.crdt")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One visible change: ``key`` is the map key, the set element, or "value" for a
+    counter; ``value`` the new value (None for a deleted key; True/False for a set
+    element added/removed). ``local`` is True for this replica's own writes."""
+
+    obj: str
+    type: str
+    key: Any
+    value: Any
+    writer: str
+    local: bool
+
+
+class Store:
+    """A replica of the store ``name``.
+
+    Args:
+        name: the store's name; replicas with the same name converge (printable, no
+            spaces, at most 120 characters).
+        node: a started ``pcomm.discovery.Node`` whose host carries replication; None
+            keeps the store local (durable with ``path``, not replicated).
+        path: SQLite file for durability; None keeps everything in memory.
+        sync_interval: seconds between anti-entropy rounds with each replica.
+    """
+
+    def __init__(self, name: str, node: Any = None, path: str | None = None, *, sync_interval: float = 1.0) -> None:
+        if len(check_run(name)) > 120:
+            raise InvalidArgumentError(f"store name must be at most 120 characters, got {len(name)}")
+        self.name = name
+        self._node = node
+        if node is not None:
+            self._key = node._key
+        elif path is not None:
+            self._key = load_or_create_key(path + ".key")  # keeps the writer id across reopenings
+        else:
+            self._key = load_or_create_key(None)
+        self.writer = ID.from_pubkey(self._key.public_key).to_base58()  # this replica's writer id
+        self._lock = threading.RLock()
+        self._clock = HLC()
+        self._objects: dict[str, Any] = {}
+        self._deltas: dict[tuple[str, int], bytes] = {}
+        self._contiguous: dict[str, int] = {}
+        self._subscribers: list[Callable[[Change], None]] = []
+        self.rejected = 0  # deltas refused (bad signature, malformed, wrong store)
+        self._log = DeltaLog(os.path.expanduser(path)) if path is not None else None
+        if self._log is not None:
+            self._replay(self._log.load(name))
+        self._replicator = None
+        if node is not None:
+            from .replication import Replicator
+
+            self._replicator = Replicator(self, node, sync_interval)
+            self._replicator.start()
+
+    # -- typed views --------------------------------------------------------------
+
+    def map(self, name: str) -> "MapView":
+        return MapView(self, self._declare(name, "lww"))
+
+    def set(self, name: str) -> "SetView":
+        return SetView(self, self._declare(name, "orset"))
+
+    def counter(self, name: str) -> "CounterView":
+        """A PN-counter (increments and decrements)."""
+        return CounterView(self, self._declare(name, "pn"))
+
+    def gcounter(self, name: str) -> "CounterView":
+        """A grow-only counter."""
+        return CounterView(self, self._declare(name, "g"))
+
+    def _declare(self, name: str, type_name: str) -> str:
+        check_name(name, "object name")
+        with self._lock:
+            obj = self._objects.get(name)
+            if obj is None:
+                self._objects[name] = TYPES[type_name]()
+            elif obj.type_name != type_name:
+                raise InvalidArgumentError(f"'{name}' is a {obj.type_name} in store '{self.name}', not a {type_name}")
+        return name
+
+    # -- reading ------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every object's value: {name: {"type": ..., "value": ...}}."""
+        with self._lock:
+            return {n: {"type": o.type_name, "value": o.value()} for n, o in sorted(self._objects.items())}
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the full CRDT state (tombstones and per-writer totals included):
+        equal fingerprints mean identical replicas."""
+        with self._lock:
+            state = {n: [o.type_name, o.state()] for n, o in sorted(self._objects.items())}
+        return hashlib.sha256(canonical(state).encode()).hexdigest()
+
+    def digest(self) -> dict[str, int]:
+        """Per writer, the highest seq up to which this replica holds every delta."""
+        with self._lock:
+            return dict(self._contiguous)
+
+    @property
+    def writes(self) -> int:
+        """Deltas held (from every writer)."""
+        with self._lock:
+            return len(self._deltas)
+
+    # -- subscriptions ------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """Calls ``callback(change)`` after each visible change (local writes on the
+        writing thread, remote ones on the replication thread: keep it short). Returns
+        a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    async def changes(self) -> AsyncIterator[Change]:
+        """``async for change in store.changes():`` every change from now on."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Change] = asyncio.Queue()
+        unsubscribe = self.subscribe(lambda c: loop.call_soon_threadsafe(queue.put_nowait, c))
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            unsubscribe()
+
+    # -- writing (views call these) ------------------------------------------------
+
+    def _write(self, obj: str, type_name: str, make: Callable[[Any], dict]) -> None:
+        with self._lock:
+            seq = self._contiguous.get(self.writer, 0) + 1
+            delta = sign_delta(self._key.private_key, self.name, seq, obj, type_name, make(self._objects[obj]))
+            if self._log is not None:
+                self._log.append(self.name, [(delta.writer, delta.seq, delta.raw)])  # durable first
+            changes = self._apply(delta, local=True)
+        self._notify(changes)
+        if self._replicator is not None:
+            self._replicator.wake()
+
+    def receive(self, raws: list[bytes]) -> int:
+        """Verifies and applies deltas from another replica; returns how many were new.
+        Bad deltas are counted in ``rejected``, logged and skipped."""
+        fresh: list[Delta] = []
+        for raw in raws:
+            try:
+                delta = verify_delta(raw, self.name)
+            except InvalidDeltaError as e:
+                self.rejected += 1
+                log.warning("store %s: rejecting a delta: %s", self.name, e)
+                continue
+            with self._lock:
+                if (delta.writer, delta.seq) in self._deltas:
+                    continue
+            fresh.append(delta)
+        changes: list[Change] = []
+        with self._lock:
+            fresh = [d for d in fresh if (d.writer, d.seq) not in self._deltas and self._type_fits(d)]
+            if fresh and self._log is not None:
+                self._log.append(self.name, [(d.writer, d.seq, d.raw) for d in fresh])
+            for d in fresh:
+                changes += self._apply(d, local=False)
+        self._notify(changes)
+        return len(fresh)
+
+    def missing_for(self, digest: dict[str, int], max_bytes: int) -> list[bytes]:
+        """Deltas this replica holds beyond ``digest``, oldest first per writer, up to
+        about ``max_bytes`` in total."""
+        out, size = [], 0
+        with self._lock:
+            for (writer, seq), raw in sorted(self._deltas.items()):
+                if seq > digest.get(writer, 0):
+                    if size + len(raw) > max_bytes and out:
+                        break
+                    out.append(raw)
+                    size += len(raw)
+        return out
+
+    def _type_fits(self, delta: Delta) -> bool:
+        obj = self._objects.get(delta.obj)
+        if obj is not None and obj.type_name != delta.type:
+            self.rejected += 1
+            log.warning("store %s: delta for '%s' says %s, the object is a %s", self.name, delta.obj, delta.type, obj.type_name)
+            return False
+        return True
+
+    def _apply(self, delta: Delta, local: bool) -> list[Change]:
+        obj = self._objects.get(delta.obj)
+        if obj is None:
+            obj = self._objects[delta.obj] = TYPES[delta.type]()
+        if delta.type == "lww":
+            self._clock.observe(tuple(delta.d["ts"]))
+        self._deltas[(delta.writer, delta.seq)] = delta.raw
+        n = self._contiguous.get(delta.writer, 0)
+        while (delta.writer, n + 1) in self._deltas:
+            n += 1
+        self._contiguous[delta.writer] = n
+        return [Change(delta.obj, delta.type, k, v, delta.writer, local) for k, v in obj.apply(delta.d, delta.writer, delta.seq)]
+
+    def _replay(self, raws: list[bytes]) -> None:
+        for raw in raws:
+            try:
+                delta = verify_delta(raw, self.name)
+            except InvalidDeltaError as e:
+                self.rejected += 1
+                log.error("store %s: skipping a damaged row of the database: %s", self.name, e)
+                continue
+            if self._type_fits(delta):
+                self._apply(delta, local=delta.writer == self.writer)
+
+    def _notify(self, changes: list[Change]) -> None:
+        if not changes:
+            return
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for change in changes:
+            for callback in subscribers:
+                try:
+                    callback(change)
+                except Exception:
+                    log.exception("store %s: a subscriber raised", self.name)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def sync_now(self, timeout: float = 10.0) -> int:
+        """Runs one anti-entropy round with every known replica now; returns how many
+        answered."""
+        if self._replicator is None:
+            return 0
+        return self._replicator.sync_now(timeout)
+
+    def add_replica(self, multiaddr: str) -> None:
+        """Syncs with the node at ``multiaddr`` (``.../p2p/PEER_ID``) as well as with the
+        replicas found through the DHT."""
+        if self._replicator is None:
+            raise InvalidArgumentError("this store has no node: pass node= to replicate")
+        self._replicator.add(multiaddr)
+
+    def close(self) -> None:
+        if self._replicator is not None:
+            self._replicator.stop()
+            self._replicator = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MapView:
+    """A last-writer-wins map of JSON values."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store, self.name = store, name
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise InvalidArgumentError(f"map keys are strings, got {key!r}")
+        self._store._write(self.name, "lww", lambda _: {"key": key, "ts": list(self._store._clock.now()), "value": value})
+
+    def __delitem__(self, key: str) -> None:
+        self._store._write(self.name, "lww", lambda _: {"key": key, "ts": list(self._store._clock.now()), "deleted": True})
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.to_dict()
+        if key not in value:
+            raise KeyError(key)
+        return value[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_dict()
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._store._lock:
+            return self._store._objects[self.name].value()
+
+    def items(self):
+        return self.to_dict().items()
+
+    set = __setitem__
+    delete = __delitem__
+
+
+class SetView:
+    """An add-wins observed-remove set of JSON values."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store, self.name = store, name
+
+    def add(self, element: Any) -> None:
+        self._store._write(self.name, "orset", lambda _: {"add": element})
+
+    def remove(self, element: Any) -> None:
+        """Removes the adds of ``element`` this replica has seen (a concurrent add
+        elsewhere survives). Removing an absent element does nothing."""
+        with self._store._lock:
+            tags = self._store._objects[self.name].tags_of(element)
+            if not tags:
+                return
+            self._store._write(self.name, "orset", lambda _: {"remove": element, "tags": [list(t) for t in tags]})
+
+    def __contains__(self, element: object) -> bool:
+        with self._store._lock:
+            return bool(self._store._objects[self.name].tags_of(element))
+
+    def to_list(self) -> list[Any]:
+        with self._store._lock:
+            return self._store._objects[self.name].value()
+
+    def __iter__(self):
+        return iter(self.to_list())
+
+    def __len__(self) -> int:
+        return len(self.to_list())
+
+
+class CounterView:
+    """A PN-counter (``store.counter``) or G-counter (``store.gcounter``)."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store, self.name = store, name
+
+    def increment(self, n: int = 1) -> None:
+        self._add(n, "p")
+
+    def decrement(self, n: int = 1) -> None:
+        with self._store._lock:
+            if self._store._objects[self.name].type_name == "g":
+                raise InvalidArgumentError(f"'{self.name}' is a grow-only counter: use store.counter() to decrement")
+        self._add(n, "n")
+
+    def _add(self, n: int, side: str) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidArgumentError(f"counter steps are non-negative ints, got {n!r}")
+        writer = self._store.writer
+
+        def make(obj: Any) -> dict:
+            d = {"p": obj.p.get(writer, 0)}
+            if obj.type_name == "pn":
+                d["n"] = obj.n.get(writer, 0)
+            d[side] += n
+            return d
+
+        self._store._write(self.name, self._store._objects[self.name].type_name, make)
+
+    @property
+    def value(self) -> int:
+        with self._store._lock:
+            return self._store._objects[self.name].value()
