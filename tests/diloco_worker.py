@@ -48,8 +48,15 @@ def main():
         comm.update_topology()
     model = make_model(cfg.get("init_seed", 0))
     inner = torch.optim.SGD(model.parameters(), lr=cfg.get("inner_lr", 0.1))
+    board = None
+    if cfg.get("progress_bootstrap"):  # publish progress into the run's CRDT store
+        from pcomm.crdt import ProgressBoard, Store
+        from pcomm.discovery import Node
+
+        node = Node(bootstrap=cfg["progress_bootstrap"], timeout=30).start()
+        board = ProgressBoard(Store(cfg.get("run", "default"), node=node, sync_interval=0.2), samples_per_step=64, min_interval=0)
     kwargs = dict(sync_every=cfg["sync_every"], outer_lr=0.7, outer_momentum=0.9, nesterov=True,
-                  quantization=cfg.get("quantization"))
+                  quantization=cfg.get("quantization"), progress=board)
     variant = cfg.get("variant", "sync")
     if variant == "async":
         opt = pcomm.optim.AsyncDiLoCo(model, inner, comm, **kwargs)
@@ -83,6 +90,10 @@ def main():
         np.savez(cfg["save"], *[g.numpy() for g in opt.outer.globals])
     print(json.dumps({"done": True, "bytes_sent": opt.bytes_sent}), flush=True)
     comm.close()
+    if board is not None:
+        sys.stdin.readline()  # keep serving the store until the test has read it
+        board.store.close()
+        node.close()
 
 
 if __name__ == "__main__":

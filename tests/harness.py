@@ -18,6 +18,7 @@ import time
 
 WORKER = os.path.join(os.path.dirname(__file__), "peer_worker.py")
 DHT_WORKER = os.path.join(os.path.dirname(__file__), "dht_worker.py")
+CRDT_WORKER = os.path.join(os.path.dirname(__file__), "crdt_worker.py")
 
 DTYPES = ["float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64"]
 OPS = ["sum", "avg", "min", "max", "prod"]
@@ -173,7 +174,19 @@ class CoordinatorProcess(_Proc):
             assert line.startswith("announced "), line
 
 
-class DhtProcess(_Proc):
+class _JsonWorker(_Proc):
+    """A worker answering one JSON line per {"cmd": ...} line; {"error": ...} raises."""
+
+    def call(self, cmd: str, wait: float = 60, **args) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.read_line(wait))
+        if "error" in reply:
+            raise ProcessFailed(f"{cmd} failed: {reply['error']}")
+        return reply
+
+
+class DhtProcess(_JsonWorker):
     """tests/dht_worker.py: several discovery nodes in one process."""
 
     def __init__(self, nodes: int, bootstrap: list[str] | None = None, client: bool = False) -> None:
@@ -186,14 +199,6 @@ class DhtProcess(_Proc):
         hello = json.loads(self.read_line(60))
         self.addrs: list[list[str]] = hello["addrs"]
         self.peer_ids: list[str] = hello["peer_ids"]
-
-    def call(self, cmd: str, wait: float = 30, **args) -> dict:
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
-        self.proc.stdin.flush()
-        reply = json.loads(self.read_line(wait))
-        if "error" in reply:
-            raise ProcessFailed(f"{cmd} failed: {reply['error']}")
-        return reply
 
 
 def admit(members: list[PeerProcess], joiner: PeerProcess, timeout: float = 30) -> list[dict]:
@@ -242,3 +247,26 @@ def wait_for(predicate, timeout: float, interval: float = 0.005):
             return value
         time.sleep(interval)
     return predicate()
+
+
+class ReplicaProcess(_JsonWorker):
+    """tests/crdt_worker.py: one CRDT replica (node + store) in its own process."""
+
+    def __init__(self, name: str, bootstrap: list[str] | None = None, prefix: list[str] | None = None, **kwargs) -> None:
+        kwargs.update(name=name, bootstrap=bootstrap or [])
+        super().__init__((prefix or []) + [sys.executable, CRDT_WORKER, json.dumps(kwargs)])
+        hello = json.loads(self.read_line(60))
+        self.addrs: list[str] = hello["addrs"]
+        self.writer: str = hello["writer"]
+
+
+def converge(replicas: list, timeout: float) -> float:
+    """Seconds until every replica reports the same fingerprint; raises after timeout."""
+    start = time.monotonic()
+    while True:
+        prints = {r.call("state")["fingerprint"] for r in replicas}
+        if len(prints) == 1:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise ProcessFailed(f"{len(prints)} different states after {timeout} s")
+        time.sleep(0.02)

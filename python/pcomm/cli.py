@@ -3,6 +3,7 @@
     pcomm coordinator --listen HOST:PORT [--heartbeat-timeout SECONDS] [--run NAME]
                       [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
     pcomm dht --listen /ip4/HOST/tcp/PORT [--bootstrap MULTIADDR ...] [--key-file PATH]
+    pcomm progress --run RUN --bootstrap MULTIADDR ... [--watch SECONDS]
 """
 
 from __future__ import annotations
@@ -72,6 +73,38 @@ def _dht(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(args: argparse.Namespace) -> int:
+    import time
+
+    from .crdt import Store, progress_table
+    from .discovery import Node
+    from .errors import DiscoveryError
+
+    stop = _stop_on_signals()
+    with Node(bootstrap=args.bootstrap, server=False, timeout=args.timeout).start() as node:
+        store = Store(args.run, node=node, announce=False)
+        try:
+            deadline = time.monotonic() + args.timeout
+            while store.replicas == 0:
+                if time.monotonic() > deadline or stop.is_set():
+                    raise DiscoveryError(
+                        f"no replica of the store of run '{args.run}' found within {args.timeout} s "
+                        "(do its peers publish progress with pcomm.crdt.ProgressBoard?)"
+                    )
+                time.sleep(0.1)
+            while True:
+                before = -1
+                while store.writes != before:  # pull until nothing new arrives
+                    before = store.writes
+                    store.sync_now(timeout=args.timeout)
+                print(progress_table(store), flush=True)
+                if args.watch is None or stop.wait(args.watch):
+                    return 0
+                print(flush=True)
+        finally:
+            store.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pcomm", description="pcomm: fault-tolerant collective communication")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     dht.add_argument("--key-file", help="identity key file, created if missing, so the printed address stays valid across restarts")
     dht.add_argument("--announce-addr", nargs="+", metavar="MULTIADDR", help="addresses to advertise instead of the listen address")
     dht.set_defaults(func=_dht)
+    prog = sub.add_parser("progress", help="print every peer's training progress from the run's CRDT store")
+    prog.add_argument("--run", required=True, help="the run name (its store has the same name)")
+    prog.add_argument("--bootstrap", nargs="+", required=True, metavar="MULTIADDR", help="DHT nodes to find the run's replicas")
+    prog.add_argument("--watch", type=float, metavar="SECONDS", help="print again every SECONDS until Ctrl-C")
+    prog.add_argument("--timeout", type=float, default=30.0, help="seconds to find a replica and sync (default 30)")
+    prog.set_defaults(func=_progress)
     return parser
 
 

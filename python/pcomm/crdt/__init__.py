@@ -5,10 +5,11 @@ discovery node's libp2p host, signed per writer, durable in SQLite. See docs/crd
 
 from .clock import HLC
 from .deltas import InvalidDeltaError
+from .progress import ProgressBoard, progress_table
 from .store import Change, CounterView, MapView, SetView, Store
 from .types import GCounter, LWWMap, ORSet, PNCounter
 
 __all__ = [
     "Change", "CounterView", "GCounter", "HLC", "InvalidDeltaError", "LWWMap", "MapView",
-    "ORSet", "PNCounter", "SetView", "Store",
+    "ORSet", "PNCounter", "ProgressBoard", "SetView", "Store", "progress_table",
 ]

@@ -2,7 +2,7 @@
 backwards and always exceed every timestamp this replica has seen.
 
 A timestamp is ``(wall_ms, counter)``; last-writer-wins compares ``(wall_ms, counter,
-writer)``, so two writers can never tie.
+writer, seq)``, so no two writes can tie.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def check_content(type_name: str, d: Any) -> None:
 
 def _check_finite(value: Any) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("values must be finite")
+        raise ValueError("values must be JSON: NaN and infinities are not allowed")
     if isinstance(value, list):
         for v in value:
             _check_finite(v)

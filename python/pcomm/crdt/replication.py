@@ -109,8 +109,9 @@ def _decode(message: Any) -> list[bytes]:
 
 
 class Replicator:
-    def __init__(self, store: Any, node: Any, sync_interval: float) -> None:
+    def __init__(self, store: Any, node: Any, sync_interval: float, announce: bool) -> None:
         self.store = store
+        self._announce = announce
         self._node = node
         self._interval = sync_interval
         self._replicas: dict[str, PeerInfo] = {}  # base58 peer id -> how to reach it
@@ -166,6 +167,10 @@ class Replicator:
             if addrs:
                 self._replicas[key] = PeerInfo(peer_id, addrs)
 
+    @property
+    def replica_count(self) -> int:
+        return len(self._replicas)
+
     def sync_now(self, timeout: float) -> int:
         return self._node._runner.call(self._round, timeout=timeout, what=f"sync store '{self.store.name}'")
 
@@ -187,7 +192,7 @@ class Replicator:
     async def _discover(self) -> None:
         """Publishes this replica and looks the others up, every kLookupInterval."""
         node = self._node
-        published = False
+        published = not self._announce
         while True:
             try:
                 if not published:
@@ -200,7 +205,7 @@ class Replicator:
                             self._replicas[info.peer_id.to_base58()] = info
             except Exception as e:
                 log.info("store %s: replica discovery: %s", self.store.name, e)
-            await trio.sleep(kLookupInterval if published else 1.0)
+            await trio.sleep(kLookupInterval if self._replicas else 0.5)
 
     async def _round(self) -> int:
         answered = 0

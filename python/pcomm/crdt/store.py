@@ -59,11 +59,17 @@ class Store:
             keeps the store local (durable with ``path``, not replicated).
         path: SQLite file for durability; None keeps everything in memory.
         sync_interval: seconds between anti-entropy rounds with each replica.
+        announce: publish this replica in the DHT so others sync with it (False for a
+            short-lived reader such as ``pcomm progress``: it only pulls).
     """
 
-    def __init__(self, name: str, node: Any = None, path: str | None = None, *, sync_interval: float = 1.0) -> None:
-        if len(check_run(name)) > 120:
-            raise InvalidArgumentError(f"store name must be at most 120 characters, got {len(name)}")
+    def __init__(self, name: str, node: Any = None, path: str | None = None, *, sync_interval: float = 1.0, announce: bool = True) -> None:
+        try:
+            check_run(name)  # the name is also a DHT record name
+        except InvalidArgumentError:
+            raise InvalidArgumentError(f"store name must be 1..120 printable characters without spaces, got {name!r}") from None
+        if len(name) > 120:
+            raise InvalidArgumentError(f"store name must be 1..120 printable characters without spaces, got {len(name)} characters")
         self.name = name
         self._node = node
         if node is not None:
@@ -87,7 +93,7 @@ class Store:
         if node is not None:
             from .replication import Replicator
 
-            self._replicator = Replicator(self, node, sync_interval)
+            self._replicator = Replicator(self, node, sync_interval, announce)
             self._replicator.start()
 
     # -- typed views --------------------------------------------------------------
@@ -134,6 +140,11 @@ class Store:
         """Per writer, the highest seq up to which this replica holds every delta."""
         with self._lock:
             return dict(self._contiguous)
+
+    @property
+    def replicas(self) -> int:
+        """Other replicas this one knows and syncs with."""
+        return self._replicator.replica_count if self._replicator is not None else 0
 
     @property
     def writes(self) -> int:
@@ -192,13 +203,20 @@ class Store:
                 self.rejected += 1
                 log.warning("store %s: rejecting a delta: %s", self.name, e)
                 continue
-            with self._lock:
-                if (delta.writer, delta.seq) in self._deltas:
-                    continue
             fresh.append(delta)
         changes: list[Change] = []
         with self._lock:
-            fresh = [d for d in fresh if (d.writer, d.seq) not in self._deltas and self._type_fits(d)]
+            unique: dict[tuple[str, int], Delta] = {}
+            for d in fresh:
+                held = self._deltas.get((d.writer, d.seq)) or (unique[(d.writer, d.seq)].raw if (d.writer, d.seq) in unique else None)
+                if held is not None:
+                    if held != d.raw:  # the writer signed two different deltas with one seq
+                        self.rejected += 1
+                        log.warning("store %s: writer %s equivocates on seq %d; keeping the first", self.name, d.writer, d.seq)
+                    continue
+                if self._type_fits(d):
+                    unique[(d.writer, d.seq)] = d
+            fresh = list(unique.values())
             if fresh and self._log is not None:
                 self._log.append(self.name, [(d.writer, d.seq, d.raw) for d in fresh])
             for d in fresh:

@@ -30,16 +30,18 @@ def canonical(value: Any) -> str:
 
 
 class LWWMap:
-    """Map whose entries resolve by the greatest (wall_ms, counter, writer) timestamp.
-    A delete is an entry too (a tombstone), so it wins or loses like a write."""
+    """Map whose entries resolve by the greatest (wall_ms, counter, writer, seq) stamp.
+    The HLC never gives one writer the same timestamp twice; ``seq`` still breaks such a
+    tie (from a buggy or hostile writer) the same way on every replica. A delete is an
+    entry too (a tombstone), so it wins or loses like a write."""
 
     type_name = "lww"
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[tuple[int, int, str], bool, Any]] = {}
+        self.entries: dict[str, tuple[tuple[int, int, str, int], bool, Any]] = {}
 
     def apply(self, delta: dict, writer: str, seq: int) -> list[tuple[str, Any]]:
-        stamp = (delta["ts"][0], delta["ts"][1], writer)
+        stamp = (delta["ts"][0], delta["ts"][1], writer, seq)
         entry = (stamp, bool(delta.get("deleted", False)), delta.get("value"))
         old = self.entries.get(delta["key"])
         if old is not None and old[0] >= stamp:

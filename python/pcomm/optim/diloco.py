@@ -9,6 +9,8 @@ Outer steps are collectives: every peer's step() reaches them together. At each 
 boundary the peers also run update_topology() (admitting newcomers) and
 sync_shared_state() (a newcomer receives θ_global and the outer momentum exactly).
 Construct it on every peer right after connect(): construction is such a boundary too.
+With ``progress=ProgressBoard(store)`` each outer boundary also publishes this peer's
+step and throughput into the run's CRDT store (``pcomm progress`` shows them).
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ class DiLoCo:
         outer_momentum: float = 0.9,
         nesterov: bool = True,
         quantization: str | None = None,
+        progress: Any = None,
     ) -> None:
         params = check_args(model, inner_optimizer, sync_every, outer_lr, outer_momentum)
         self.model, self.inner, self.comm = model, inner_optimizer, comm
         self.sync_every, self.outer_lr, self.outer_momentum = sync_every, outer_lr, outer_momentum
         self.nesterov, self.quantization = nesterov, quantization
+        self.progress = progress  # a pcomm.crdt.ProgressBoard: reports at each outer step
         self.outer = OuterState(params, self._fragments(params))
         self.local_step = 0
         self.bytes_sent = 0  # wire bytes of the outer all-reduces on this peer
@@ -87,6 +91,8 @@ class DiLoCo:
         """Admit newcomers, then make θ_global and the momentum identical everywhere."""
         self.comm.update_topology()
         self._sync_state()
+        if self.progress is not None:
+            self.progress.report(self.local_step, outer_step=self.outer_step, world_size=self.comm.world_size)
 
     def _sync_state(self) -> None:
         info = self.comm.sync_shared_state(self.outer.shared)

@@ -1,0 +1,152 @@
+"""The CRDT store in one process: views, deltas and their checks, subscriptions,
+durability across reopening."""
+
+import asyncio
+import base64
+import json
+
+import pytest
+
+pytest.importorskip("libp2p")
+
+from libp2p.crypto.ed25519 import create_new_key_pair
+
+from pcomm.crdt import InvalidDeltaError, Store
+from pcomm.crdt.deltas import kPrefix, sign_delta, verify_delta
+from pcomm.discovery.signed import seal
+from pcomm.errors import InvalidArgumentError
+
+
+def test_views_read_back_what_was_written():
+    with Store("run-a") as s:
+        config = s.map("config")
+        config["lr"] = 3e-4
+        config.set("batch", 64)
+        config["schedule"] = {"warmup": 100, "decay": [0.1, 0.01]}
+        del config["batch"]
+        assert config.to_dict() == {"lr": 3e-4, "schedule": {"warmup": 100, "decay": [0.1, 0.01]}}
+        assert config["lr"] == 3e-4 and "batch" not in config and config.get("batch", "none") == "none"
+        with pytest.raises(KeyError):
+            config["batch"]
+        shards = s.set("shards")
+        for x in ("s1", "s2", 7):
+            shards.add(x)
+        shards.remove("s2")
+        shards.remove("never-added")
+        assert sorted(map(str, shards)) == ["7", "s1"] and "s1" in shards and "s2" not in shards
+        tokens = s.counter("tokens")
+        tokens.increment(10)
+        tokens.decrement(3)
+        steps = s.gcounter("steps")
+        steps.increment()
+        steps.increment(4)
+        assert tokens.value == 7 and steps.value == 5
+        assert s.writes == 3 + 1 + 3 + 1 + 2 + 2  # remove("never-added") writes nothing
+        assert s.snapshot()["tokens"] == {"type": "pn", "value": 7}
+
+
+def test_misuse_is_refused_with_a_clear_message():
+    with Store("run-b") as s:
+        s.map("x")
+        with pytest.raises(InvalidArgumentError, match="'x' is a lww"):
+            s.set("x")
+        with pytest.raises(InvalidArgumentError, match="grow-only"):
+            s.gcounter("g").decrement()
+        with pytest.raises(InvalidArgumentError, match="non-negative ints"):
+            s.counter("c").increment(-1)
+        with pytest.raises(InvalidArgumentError, match="JSON"):
+            s.map("m")["k"] = object()
+        with pytest.raises(InvalidArgumentError, match="JSON"):
+            s.map("m")["k"] = float("nan")
+        with pytest.raises(InvalidArgumentError, match="map keys are strings"):
+            s.map("m")[1] = 2
+        with pytest.raises(InvalidArgumentError, match="limited to 65536 bytes"):
+            s.map("m")["big"] = "x" * 70000
+        assert s.writes == 0
+    with pytest.raises(InvalidArgumentError, match="without spaces"):
+        Store("has space")
+
+
+def test_subscribers_and_async_iterators_see_changes():
+    with Store("run-c") as s:
+        seen = []
+        unsubscribe = s.subscribe(seen.append)
+        s.map("config")["lr"] = 1
+        s.set("shards").add("a")
+        s.counter("n").increment(2)
+        s.set("shards").add("a")  # already present: no visible change
+        unsubscribe()
+        s.map("config")["lr"] = 2
+        assert [(c.obj, c.key, c.value, c.local) for c in seen] == [
+            ("config", "lr", 1, True), ("shards", "a", True, True), ("n", "value", 2, True)]
+
+        async def first_two():
+            it = s.changes()
+            task = asyncio.ensure_future(it.__anext__())
+            await asyncio.sleep(0.01)
+            s.map("config")["lr"] = 3
+            a = await asyncio.wait_for(task, 5)
+            s.set("shards").remove("a")
+            b = await asyncio.wait_for(it.__anext__(), 5)
+            await it.aclose()
+            return a, b
+
+        a, b = asyncio.run(first_two())
+        assert (a.obj, a.key, a.value) == ("config", "lr", 3)
+        assert (b.obj, b.key, b.value) == ("shards", "a", False)
+
+
+def test_deltas_are_checked_before_they_touch_the_state():
+    key = create_new_key_pair().private_key
+    good = sign_delta(key, "run-d", 1, "config", "lww", {"key": "lr", "ts": [1, 0], "value": 1})
+    assert verify_delta(good.raw, "run-d") == good
+    with pytest.raises(InvalidDeltaError, match="for store 'run-d'"):
+        verify_delta(good.raw, "run-x")
+    tampered = good.raw.replace(b'\\"value\\":1', b'\\"value\\":2')
+    assert tampered != good.raw
+    with pytest.raises(InvalidDeltaError, match="bad signature"):
+        verify_delta(tampered, "run-d")
+    # Forged: a valid signature, but the payload names another writer.
+    other = create_new_key_pair()
+    payload = json.loads(json.loads(good.raw)["p"])
+    from libp2p.peer.id import ID
+
+    payload["writer"] = ID.from_pubkey(other.public_key).to_base58()
+    with pytest.raises(InvalidDeltaError, match="forged"):
+        verify_delta(seal(key, kPrefix, json.dumps(payload)), "run-d")
+    writer = good.writer
+    bad_contents = [
+        ("lww", {"key": 1, "ts": [1, 0]}), ("lww", {"key": "k", "ts": [1]}), ("lww", {"key": "k", "ts": [1, 0], "evil": 1}),
+        ("orset", {"add": 1, "remove": 1}), ("orset", {"remove": 1, "tags": [["w", 0]]}),
+        ("pn", {"p": -1, "n": 0}), ("pn", {"p": 1}), ("g", {"p": True}), ("nope", {}),
+    ]
+    for type_name, d in bad_contents:
+        payload = {"store": "run-d", "writer": writer, "seq": 2, "obj": "o", "t": type_name, "d": d}
+        with pytest.raises(InvalidDeltaError, match="malformed"):
+            verify_delta(seal(key, kPrefix, json.dumps(payload)), "run-d")
+    for junk in (b"", b"{}", b"\x00" * 10, b'{"p":"{}","k":"","s":"AA=="}'):
+        with pytest.raises(InvalidDeltaError):
+            verify_delta(junk, "run-d")
+    with Store("run-d") as s:
+        assert s.receive([good.raw, tampered, b"junk", good.raw]) == 1
+        assert s.rejected == 2 and s.map("config").to_dict() == {"lr": 1}
+
+
+def test_reopening_replays_every_write_and_keeps_the_writer(tmp_path):
+    path = str(tmp_path / "meta.db")
+    with Store("run-e", path=path) as s:
+        writer = s.writer
+        for i in range(50):
+            s.map("progress")[f"k{i}"] = i
+        s.set("shards").add("s1")
+        s.counter("tokens").increment(123)
+        before = s.fingerprint()
+    with Store("run-e", path=path) as s:
+        assert s.writer == writer and s.fingerprint() == before
+        assert s.map("progress")["k49"] == 49 and s.counter("tokens").value == 123
+        s.counter("tokens").increment(1)  # continues the writer's sequence
+        assert s.digest() == {writer: 53}
+    with Store("run-e", path=path) as s:
+        assert s.counter("tokens").value == 124
+    with Store("another-run", path=path) as s:  # stores share a file, not their data
+        assert s.snapshot() == {}
