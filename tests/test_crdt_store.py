@@ -150,3 +150,19 @@ def test_reopening_replays_every_write_and_keeps_the_writer(tmp_path):
         assert s.counter("tokens").value == 124
     with Store("another-run", path=path) as s:  # stores share a file, not their data
         assert s.snapshot() == {}
+
+
+def test_missing_for_sends_exactly_what_the_other_side_lacks():
+    key = create_new_key_pair().private_key
+    deltas = [sign_delta(key, "run-f", seq, "n", "g", {"p": seq}) for seq in range(1, 9)]
+    with Store("run-f") as s:
+        s.receive([d.raw for d in deltas if d.seq not in (6, 7)])  # a gap: 1-5 and 8
+        writer = deltas[0].writer
+        assert s.digest() == {writer: 5}
+        assert s.missing_for({writer: 5}, 1 << 20) == [deltas[7].raw]
+        assert s.missing_for({writer: 3}, 1 << 20) == [deltas[i].raw for i in (3, 4, 7)]
+        assert s.missing_for({}, 1 << 20) == [deltas[i].raw for i in (0, 1, 2, 3, 4, 7)]
+        assert len(s.missing_for({}, 1)) == 1  # the size cap still sends one
+        s.receive([deltas[5].raw, deltas[6].raw])
+        assert s.digest() == {writer: 8} and s.missing_for({writer: 8}, 1 << 20) == []
+        assert s.gcounter("n").value == 8

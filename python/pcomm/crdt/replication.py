@@ -13,7 +13,8 @@ deltas again, and a duplicate is ignored. A round runs every ``sync_interval`` w
 known replica, and right after a local write. Replicas are found through the DHT: each
 store publishes a ``peer`` record under the run name ``crdt:<store name>``.
 
-Everything here runs on the node's trio thread.
+Everything here runs on the node's trio thread, except ``Store.receive`` (signature
+checks and the SQLite commit), which runs on a worker thread so the loop keeps serving.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ async def _serve(registry: dict, stream: Any) -> None:
     store = replicator.store
     await wire.write_message(stream, {"digest": store.digest(), "deltas": _encode(store.missing_for(theirs, kBatchBytes))}, kMaxMessageBytes)
     reply = await wire.read_message(stream, kMaxMessageBytes)
-    store.receive(_decode(reply))
+    await trio.to_thread.run_sync(store.receive, _decode(reply))
     replicator.learn(stream.muxed_conn.peer_id)
 
 
@@ -233,7 +234,7 @@ class Replicator:
             await wire.write_message(stream, {"store": store.name, "digest": store.digest()}, kMaxMessageBytes)
             reply = await wire.read_message(stream, kMaxMessageBytes)
             theirs = _parse_digest(reply.get("digest") if isinstance(reply, dict) else None)
-            store.receive(_decode(reply))
+            await trio.to_thread.run_sync(store.receive, _decode(reply))
             await wire.write_message(stream, {"deltas": _encode(store.missing_for(theirs, kBatchBytes))}, kMaxMessageBytes)
         finally:
             await stream.close()

@@ -82,7 +82,7 @@ class Store:
         self._lock = threading.RLock()
         self._clock = HLC()
         self._objects: dict[str, Any] = {}
-        self._deltas: dict[tuple[str, int], bytes] = {}
+        self._deltas: dict[str, dict[int, bytes]] = {}  # writer -> seq -> signed delta
         self._contiguous: dict[str, int] = {}
         self._subscribers: list[Callable[[Change], None]] = []
         self.rejected = 0  # deltas refused (bad signature, malformed, wrong store)
@@ -150,14 +150,14 @@ class Store:
     def writes(self) -> int:
         """Deltas held (from every writer)."""
         with self._lock:
-            return len(self._deltas)
+            return sum(len(d) for d in self._deltas.values())
 
     # -- subscriptions ------------------------------------------------------------
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Calls ``callback(change)`` after each visible change (local writes on the
-        writing thread, remote ones on the replication thread: keep it short). Returns
-        a function that unsubscribes."""
+        writing thread, remote ones on a replication worker thread: keep it short).
+        Returns a function that unsubscribes."""
         with self._lock:
             self._subscribers.append(callback)
 
@@ -208,7 +208,7 @@ class Store:
         with self._lock:
             unique: dict[tuple[str, int], Delta] = {}
             for d in fresh:
-                held = self._deltas.get((d.writer, d.seq)) or (unique[(d.writer, d.seq)].raw if (d.writer, d.seq) in unique else None)
+                held = self._deltas.get(d.writer, {}).get(d.seq) or (unique[(d.writer, d.seq)].raw if (d.writer, d.seq) in unique else None)
                 if held is not None:
                     if held != d.raw:  # the writer signed two different deltas with one seq
                         self.rejected += 1
@@ -229,10 +229,14 @@ class Store:
         about ``max_bytes`` in total."""
         out, size = [], 0
         with self._lock:
-            for (writer, seq), raw in sorted(self._deltas.items()):
-                if seq > digest.get(writer, 0):
+            for writer, by_seq in sorted(self._deltas.items()):
+                held = digest.get(writer, 0)
+                if len(by_seq) == self._contiguous.get(writer, 0) <= held:
+                    continue  # no gaps here, and they hold all we hold of this writer
+                for seq in sorted(s for s in by_seq if s > held):
+                    raw = by_seq[seq]
                     if size + len(raw) > max_bytes and out:
-                        break
+                        return out
                     out.append(raw)
                     size += len(raw)
         return out
@@ -251,9 +255,10 @@ class Store:
             obj = self._objects[delta.obj] = TYPES[delta.type]()
         if delta.type == "lww":
             self._clock.observe(tuple(delta.d["ts"]))
-        self._deltas[(delta.writer, delta.seq)] = delta.raw
+        by_seq = self._deltas.setdefault(delta.writer, {})
+        by_seq[delta.seq] = delta.raw
         n = self._contiguous.get(delta.writer, 0)
-        while (delta.writer, n + 1) in self._deltas:
+        while n + 1 in by_seq:
             n += 1
         self._contiguous[delta.writer] = n
         return [Change(delta.obj, delta.type, k, v, delta.writer, local) for k, v in obj.apply(delta.d, delta.writer, delta.seq)]
