@@ -36,13 +36,14 @@ from ..errors import InvalidArgumentError, IoError
 
 kDialTimeout = 3.0  # seconds to open and upgrade one connection
 
-# py-libp2p logs expected events (a dial to a peer that just left) at ERROR. pcomm logs
-# what matters under "pcomm.discovery"; libp2p's own logger stays quiet unless the user
-# configured it or set PCOMM_LIBP2P_LOG (a level name such as DEBUG).
+# py-libp2p logs expected events (a dial to a peer that just left) at ERROR, and with
+# no handler of its own they reach stderr. pcomm logs what matters under
+# "pcomm.discovery"; libp2p's own logger stays quiet unless LIBP2P_DEBUG (its own switch)
+# or PCOMM_LIBP2P_LOG (a level name such as DEBUG) asks for it.
 _libp2p_log = logging.getLogger("libp2p")
 if os.environ.get("PCOMM_LIBP2P_LOG"):
     _libp2p_log.setLevel(os.environ["PCOMM_LIBP2P_LOG"].upper())
-elif _libp2p_log.level == logging.NOTSET:
+elif not os.environ.get("LIBP2P_DEBUG"):
     _libp2p_log.setLevel(logging.CRITICAL)
 
 
