@@ -62,3 +62,14 @@ def test_cli_bad_address_is_a_clear_error():
     )
     assert out.returncode == 2
     assert "invalid address 'nope'" in out.stderr
+
+
+def test_import_pcomm_stays_light_and_subpackages_load_on_first_use():
+    code = (
+        "import sys, pcomm\n"
+        "assert 'torch' not in sys.modules and 'libp2p' not in sys.modules and 'trio' not in sys.modules\n"
+        "assert pcomm.discovery.Node and pcomm.crdt.Store and 'libp2p' in sys.modules\n"
+        "assert pcomm.optim.DiLoCo and 'torch' in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

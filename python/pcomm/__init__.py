@@ -18,6 +18,8 @@ __all__ = [
     "ReduceOp",
     "SharedState",
     "SyncInfo",
+    "crdt",
+    "discovery",
     "errors",
     "optim",
     "PROTOCOL_VERSION",
@@ -26,9 +28,10 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # pcomm.optim needs torch; import it on first use so `import pcomm` stays light.
-    if name == "optim":
+    # pcomm.optim needs torch, pcomm.discovery and pcomm.crdt need py-libp2p: import them
+    # on first use so `import pcomm` stays light.
+    if name in ("optim", "discovery", "crdt"):
         import importlib
 
-        return importlib.import_module(".optim", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'pcomm' has no attribute {name!r}")
