@@ -63,17 +63,17 @@ def test_two_partitions_write_independently_then_heal_and_converge():
             converge(right, 20)
             assert len(set(fingerprints(replicas))) == 2  # the sides really were apart
             l, r = left[0].call("state")["snapshot"], right[0].call("state")["snapshot"]
-            assert l["tokens"]["value"] == 1 + 1 + 10 and r["tokens"]["value"] == 1 + 100 + 1000
-            assert "by-2" not in l["config"]["value"] and "by-0" not in r["config"]["value"]
+            assert l["pn"]["tokens"] == 1 + 1 + 10 and r["pn"]["tokens"] == 1 + 100 + 1000
+            assert "by-2" not in l["lww"]["config"] and "by-0" not in r["lww"]["config"]
 
             heal(hosts)
             seconds = converge(replicas, 60)
             states = [x.call("state")["snapshot"] for x in replicas]
             assert all(s == states[0] for s in states)
             s = states[0]
-            assert s["tokens"]["value"] == 1 + 1 + 10 + 100 + 1000
-            assert sorted(s["shards"]["value"]) == ["s0", "s1", "s2", "s3", "s4"]
-            config = s["config"]["value"]
+            assert s["pn"]["tokens"] == 1 + 1 + 10 + 100 + 1000
+            assert sorted(s["orset"]["shards"]) == ["s0", "s1", "s2", "s3", "s4"]
+            config = s["lww"]["config"]
             assert {k: v for k, v in config.items() if k.startswith("by-")} == {"by-0": "L", "by-1": "L", "by-2": "R", "by-3": "R"}
             assert config["lr"] in (0.2, 0.3)
             print(f"healed partition converged in {seconds:.2f} s")

@@ -19,17 +19,23 @@ def test_board_derives_samples_and_throughput_and_coalesces():
     with Store("progress-unit") as store:
         board = ProgressBoard(store, samples_per_step=32, min_interval=0.2)
         assert board.report(10)
-        first = store.map("progress")[store.writer]
+        first = store.map("progress")[store.peer_id]
         assert (first["step"], first["samples"], first["throughput"]) == (10, 320, None)
         assert not board.report(11)  # within min_interval: skipped
         time.sleep(0.25)
         assert board.report(20, outer_step=2)
-        e = store.map("progress")[store.writer]
+        e = store.map("progress")[store.peer_id]
         assert e["samples"] == 640 and e["outer_step"] == 2
         assert 10 * 32 / (e["time"] - first["time"]) == pytest.approx(e["throughput"])
         table = progress_table(store, now=e["time"] + 1.5).splitlines()
         assert table[0].split() == ["peer", "step", "samples", "throughput", "outer", "age", "s"]
         assert table[1].split()[1:3] == ["20", "640"] and table[1].split()[-2:] == ["2", "1.5"]
+        # Anyone can write to the store: junk rows print as '?', they do not break the table.
+        progress = store.map("progress")
+        progress["junk-list"] = [1, 2]
+        progress["junk-strings"] = {"step": "many", "time": {"a": 1}, "throughput": [1]}
+        rows = [line.split() for line in progress_table(store, now=e["time"]).splitlines()[1:]]
+        assert rows[0][1] == "20" and sorted(r[1] for r in rows[1:]) == ["?", "?"]
 
 
 def test_diloco_peers_publish_progress_and_the_cli_prints_it(coordinator):

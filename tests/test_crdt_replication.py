@@ -49,12 +49,12 @@ def test_five_replicas_writing_concurrently_converge_to_the_same_right_state(fiv
     snapshots = [r.call("state")["snapshot"] for r in five]
     assert all(s == snapshots[0] for s in snapshots)
     s = snapshots[0]
-    config = s["config"]["value"]
+    config = s["lww"]["config"]
     assert {k: v for k, v in config.items() if k != "lr"} == {f"owner-{i}": i for i in range(5)}
     assert config["lr"] in [i * 0.5 for i in range(5)]
-    assert sorted(s["shards"]["value"]) == sorted(f"s{i}-{k}" for i in range(5) for k in range(1, 5))
-    assert s["tokens"]["value"] == sum(10 + i - 1 for i in range(5))
-    assert s["steps"]["value"] == sum(i + 1 for i in range(5))
+    assert sorted(s["orset"]["shards"]) == sorted(f"s{i}-{k}" for i in range(5) for k in range(1, 5))
+    assert s["pn"]["tokens"] == sum(10 + i - 1 for i in range(5))
+    assert s["g"]["steps"] == sum(i + 1 for i in range(5))
     print(f"5 replicas converged {seconds:.2f} s after their concurrent writes")
 
 
@@ -67,9 +67,9 @@ def test_a_burst_of_1000_writes_converges_on_5_replicas(five):
         json.loads(r.read_line(60))
     seconds = converge(five, 60) + (time.monotonic() - start)
     s = five[2].call("state")["snapshot"]
-    burst_keys = [k for k in s["progress"]["value"] if k.startswith("b")]
+    burst_keys = [k for k in s["lww"]["progress"] if k.startswith("b")]
     assert len(burst_keys) == 5 * 67  # keys written at i % 3 == 0, i < 200
-    assert sum(1 for x in s["shards"]["value"] if x.startswith("b")) == 5 * 67
+    assert sum(1 for x in s["orset"]["shards"] if x.startswith("b")) == 5 * 67
     print(f"1000 writes on 5 replicas: identical everywhere {seconds:.2f} s after the burst began")
 
 
@@ -97,12 +97,12 @@ def test_forged_and_malformed_deltas_are_refused_and_the_replica_keeps_serving(f
         assert out["result"].startswith(("closed", "answered b''")), out
     after = victim.call("state")
     assert after["rejected"] - before["rejected"] == len(bad)
-    assert "admin" not in after["snapshot"]["config"]["value"]
+    assert "admin" not in after["snapshot"]["lww"]["config"]
     assert after["fingerprint"] == before["fingerprint"]
     # Still serving: a genuine write elsewhere reaches the victim.
     five[4].call("write", ops=[["map", "config", "after-attack", True]])
     converge(five, 30)
-    assert victim.call("state")["snapshot"]["config"]["value"]["after-attack"] is True
+    assert victim.call("state")["snapshot"]["lww"]["config"]["after-attack"] is True
 
 
 def test_kill_9_in_a_write_loop_loses_no_acknowledged_write(tmp_path):

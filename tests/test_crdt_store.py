@@ -42,14 +42,11 @@ def test_views_read_back_what_was_written():
         steps.increment(4)
         assert tokens.value == 7 and steps.value == 5
         assert s.writes == 3 + 1 + 3 + 1 + 2 + 2  # remove("never-added") writes nothing
-        assert s.snapshot()["tokens"] == {"type": "pn", "value": 7}
+        assert s.snapshot()["pn"] == {"tokens": 7} and s.snapshot()["g"] == {"steps": 5}
 
 
 def test_misuse_is_refused_with_a_clear_message():
     with Store("run-b") as s:
-        s.map("x")
-        with pytest.raises(InvalidArgumentError, match="'x' is a lww"):
-            s.set("x")
         with pytest.raises(InvalidArgumentError, match="grow-only"):
             s.gcounter("g").decrement()
         with pytest.raises(InvalidArgumentError, match="non-negative ints"):
@@ -60,6 +57,13 @@ def test_misuse_is_refused_with_a_clear_message():
             s.map("m")["k"] = float("nan")
         with pytest.raises(InvalidArgumentError, match="map keys are strings"):
             s.map("m")[1] = 2
+        with pytest.raises(InvalidArgumentError, match="map keys are strings"):
+            del s.map("m")[1]
+        deep = 1
+        for _ in range(40):
+            deep = [deep]
+        with pytest.raises(InvalidArgumentError, match="nest at most"):
+            s.map("m")["deep"] = deep
         with pytest.raises(InvalidArgumentError, match="limited to 65536 bytes"):
             s.map("m")["big"] = "x" * 70000
         assert s.writes == 0
@@ -150,6 +154,10 @@ def test_reopening_replays_every_write_and_keeps_the_writer(tmp_path):
         assert s.counter("tokens").value == 124
     with Store("another-run", path=path) as s:  # stores share a file, not their data
         assert s.snapshot() == {}
+    s = Store("run-e", path=path)
+    s.close()
+    with pytest.raises(InvalidArgumentError, match="closed"):
+        s.map("progress")["late"] = 1
 
 
 def test_missing_for_sends_exactly_what_the_other_side_lacks():
@@ -166,3 +174,81 @@ def test_missing_for_sends_exactly_what_the_other_side_lacks():
         s.receive([deltas[5].raw, deltas[6].raw])
         assert s.digest() == {writer: 8} and s.missing_for({writer: 8}, 1 << 20) == []
         assert s.gcounter("n").value == 8
+
+
+def test_one_name_with_two_types_is_two_objects_in_any_delivery_order():
+    key = create_new_key_pair().private_key
+    g = sign_delta(key, "run-g", 1, "c", "g", {"p": 5})
+    pn = sign_delta(key, "run-g", 2, "c", "pn", {"p": 100, "n": 0})
+    lww = sign_delta(key, "run-g", 3, "c", "lww", {"key": "k", "ts": [1, 0], "value": 1})
+    with Store("run-g") as one_batch, Store("run-g") as separately, Store("run-g") as reader:
+        assert reader.counter("c").value == 0  # opening a view fixes nothing
+        assert one_batch.receive([g.raw, pn.raw, lww.raw]) == 3
+        for d in (lww, pn, g):
+            separately.receive([d.raw])
+        reader.receive([pn.raw, g.raw, lww.raw])
+        assert one_batch.fingerprint() == separately.fingerprint() == reader.fingerprint()
+        assert one_batch.snapshot() == {"g": {"c": 5}, "pn": {"c": 100}, "lww": {"c": {"k": 1}}}
+        assert reader.gcounter("c").value == 5 and reader.counter("c").value == 100
+
+
+def test_equivocation_keeps_the_first_delta_and_is_counted():
+    key = create_new_key_pair().private_key
+    first = sign_delta(key, "run-h", 1, "m", "lww", {"key": "k", "ts": [1, 0], "value": "first"})
+    second = sign_delta(key, "run-h", 1, "m", "lww", {"key": "k", "ts": [1, 0], "value": "second"})
+    with Store("run-h") as s:
+        assert s.receive([first.raw]) == 1
+        assert s.receive([second.raw, first.raw]) == 0
+        assert s.rejected == 1 and s.map("m")["k"] == "first"
+        # The same payload in a re-encoded envelope is the same delta, not equivocation.
+        env = json.loads(first.raw)
+        assert s.receive([json.dumps(env, indent=1).encode()]) == 0 and s.rejected == 1
+
+
+def test_a_restart_without_the_old_log_writes_as_a_new_incarnation(tmp_path):
+    from pcomm.discovery import Node
+
+    key_file = str(tmp_path / "id.key")
+    lives = []
+    with Store("run-i") as other:
+        for lr, tokens in ((1, 100), (2, 5)):  # the same identity, twice, no delta log
+            with Node(key_file=key_file).start() as node, Store("run-i", node=node) as s:
+                s.map("m")["lr"] = lr
+                s.counter("tokens").increment(tokens)
+                other.receive(s.missing_for({}, 1 << 20))
+                lives.append(s.writer)
+        assert lives[0] != lives[1] and lives[0].split("/")[0] == lives[1].split("/")[0]
+        assert other.counter("tokens").value == 105 and other.map("m")["lr"] == 2
+        assert other.digest() == {lives[0]: 2, lives[1]: 2} and other.rejected == 0
+
+
+def test_hostile_values_neither_crash_nor_poison_the_replica(tmp_path):
+    key = create_new_key_pair().private_key
+    from libp2p.peer.id import ID
+
+    writer = ID.from_pubkey(key.get_public_key()).to_base58() + "/" + "0" * 16
+
+    def raw(seq, t, d, obj="m"):
+        return seal(key, kPrefix, json.dumps({"store": "run-j", "writer": writer, "seq": seq, "obj": obj, "t": t, "d": d}))
+
+    deep = "[" * 5000 + "]" * 5000
+    nested = seal(key, kPrefix, '{"store":"run-j","writer":"%s","seq":1,"obj":"m","t":"lww","d":{"key":"k","ts":[1,0],"value":%s}}' % (writer, deep))
+    bad = [
+        nested,
+        raw(2, "lww", {"key": "k", "ts": [10**4000, 0], "value": 1}),
+        raw(3, "lww", {"key": "k", "ts": [2**53, 0], "value": 1}),
+        raw(2**63, "g", {"p": 1}),
+        raw(4, [], {"p": 1}),
+        raw(5, "g", {"p": 1}, obj="bad\nname"),
+        b"[" * 100000,
+    ]
+    path = str(tmp_path / "j.db")
+    with Store("run-j", path=path) as s:
+        assert s.receive(bad) == 0 and s.rejected == len(bad)
+        far = raw(6, "lww", {"key": "k", "ts": [2**52, 0], "value": "future"})
+        assert s.receive([far]) == 1  # accepted (every replica decides the same) ...
+        s.map("n")["x"] = 1  # ... but our clock is not dragged into the future
+        assert s._clock.now()[0] < 2**45
+        s.gcounter("ok").increment(2)
+    with Store("run-j", path=path) as s:  # reopening replays cleanly
+        assert s.map("m")["k"] == "future" and s.gcounter("ok").value == 2

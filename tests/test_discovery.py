@@ -135,9 +135,13 @@ def test_hostile_bytes_on_a_dht_stream_close_that_stream_only(overlay):
             except Exception as e:
                 return repr(e).encode()
 
-        for payload in (b"\xff\xff\xff\xff" + b"x" * 10, b"\x00\x00\x00\x05hello", b"\x00\x00\x00\x02{}"):
+        deep = b"[" * 3000 + b"]" * 3000
+        for payload in (b"\xff\xff\xff\xff" + b"x" * 10, b"\x00\x00\x00\x05hello", b"\x00\x00\x00\x02{}",
+                        len(deep).to_bytes(4, "big") + deep):
+            start = time.monotonic()
             answer = node._runner.call(send_garbage, payload, timeout=10, what="garbage")
-            assert b"peers" not in answer  # no reply, the stream was reset
+            assert b"peers" not in answer  # no reply: the stream was reset ...
+            assert time.monotonic() - start < 2  # ... at once, not by a timeout
         procs[0].call("publish", node=0, kind="relay", run="still-up", addrs=["10.0.0.3:3"], ttl=60)
         assert [r.addrs for r in node.lookup("relay", "still-up")] == [("10.0.0.3:3",)]
 
@@ -260,3 +264,56 @@ def test_dht_cli_prints_a_bootstrap_address_others_can_use(tmp_path):
             assert [r.addrs for r in node.lookup("relay", "cli-run")] == [("10.0.0.6:6",)]
     finally:
         dht.cleanup()
+
+
+def test_a_call_that_times_out_raises_and_leaves_the_node_usable():
+    import trio
+
+    with Node(timeout=10).start() as slow:
+        original = slow._serve
+
+        async def slow_serve(stream):
+            await trio.sleep(1.0)
+            await original(stream)
+
+        slow._host.set_stream_handler(wire_protocol(), slow_serve)
+        slow.publish("relay", "slow-run", ["10.0.0.1:1"], ttl=60)
+        with Node(bootstrap=slow.addrs, server=False, timeout=10).start() as client:
+            start = time.monotonic()
+            with pytest.raises(pcomm.errors.TimeoutError, match="no answer within 0.2 s"):
+                client.lookup("relay", "slow-run", timeout=0.2)
+            assert time.monotonic() - start < 1.0
+            # The contact was not blamed for our deadline: a patient lookup still works.
+            assert [r.addrs for r in client.lookup("relay", "slow-run", timeout=5)] == [("10.0.0.1:1",)]
+
+
+def test_a_client_whose_contacts_all_failed_rejoins_through_the_bootstrap_node():
+    with Node(timeout=10).start() as server:
+        server.publish("relay", "rejoin-run", ["10.0.0.2:2"], ttl=60)
+        with Node(bootstrap=server.addrs, server=False, timeout=10).start() as client:
+            client._table.failed(server.peer_id)  # as after a failed request
+            assert client.routing_table_size == 0
+            assert [r.addrs for r in client.lookup("relay", "rejoin-run")] == [("10.0.0.2:2",)]
+    with Node(server=False, timeout=10).start() as lonely:
+        with pytest.raises(DiscoveryError, match="no DHT node is reachable"):
+            lonely.lookup("relay", "rejoin-run")
+
+
+def test_unstarted_and_restarted_nodes_say_so():
+    node = Node()
+    with pytest.raises(InvalidArgumentError, match="not started"):
+        node.lookup("relay", "x")
+    node.start()
+    node.close()
+    with pytest.raises(DiscoveryError, match="closed"):
+        node.lookup("relay", "x")
+    with pytest.raises(InvalidArgumentError, match="started already"):
+        node.start()
+    with pytest.raises(InvalidArgumentError, match="each announce address"):
+        Node(announce=["198.18.0.1:4001"])
+
+
+def wire_protocol():
+    from pcomm.discovery import wire
+
+    return wire.PROTOCOL

@@ -132,7 +132,7 @@ def test_store_drops_records_at_expiry_and_caps_publishers_per_key():
         store.put(k, signed(kind="peer", expires=NOW + 100 + i), NOW)
     kept = store.get(k, NOW)
     assert len(kept) == kMaxRecordsPerKey
-    assert min(r.expires for r in kept) == NOW + 105  # the soonest-expiring went first
+    assert max(r.expires for r in kept) == NOW + 100 + kMaxRecordsPerKey - 1  # the longest-lived went
 
 
 def contact(i: int) -> Contact:
@@ -164,3 +164,16 @@ def test_a_full_bucket_refuses_newcomers_and_keeps_its_old_contacts():
     assert sorted(c.peer_id for c in table.closest(6, 5)) == ["a", "b"]
     table.failed("b")
     assert table.seen(Contact("c", ("x",), 6))
+
+
+def test_deeply_nested_json_is_malformed_not_a_crash():
+    from pcomm.discovery.signed import parse_json
+
+    deep = b"[" * 100000 + b"]" * 100000
+    with pytest.raises(InvalidRecordError, match="malformed"):
+        verify_record(b'{"p":' + b"[" * 2000 + b"]" * 2000 + b',"k":"","s":""}', NOW)
+    with pytest.raises(ValueError, match="nested"):
+        parse_json(deep)
+    with pytest.raises(ValueError, match="deeper than 32"):
+        parse_json(b"[" * 40 + b"]" * 40)
+    assert parse_json(b"[" * 32 + b"]" * 32) is not None

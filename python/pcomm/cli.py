@@ -96,7 +96,8 @@ def _progress(args: argparse.Namespace) -> int:
                 before = -1
                 while store.writes != before:  # pull until nothing new arrives
                     before = store.writes
-                    store.sync_now(timeout=args.timeout)
+                    if store.sync_now(timeout=args.timeout) == 0:
+                        raise DiscoveryError(f"none of the {store.replicas} replicas of run '{args.run}' answered")
                 print(progress_table(store), flush=True)
                 if args.watch is None or stop.wait(args.watch):
                     return 0

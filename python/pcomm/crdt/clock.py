@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-kMaxDriftMs = 24 * 3600 * 1000  # remote timestamps further ahead than this are refused
+kMaxDriftMs = 24 * 3600 * 1000  # remote timestamps further ahead than this do not move our clock
 
 
 class HLC:
@@ -31,11 +31,12 @@ class HLC:
             return self._wall, self._counter
 
     def observe(self, ts: tuple[int, int]) -> None:
-        """Moves the clock past a timestamp seen in a remote (or replayed) write."""
+        """Moves the clock past a timestamp seen in a remote (or replayed) write, unless
+        that timestamp is more than ``kMaxDriftMs`` ahead of our wall clock: a broken or
+        hostile clock must not drag every later write of ours into the far future. (The
+        write itself still counts: LWW compares stamps, which is the same everywhere.)"""
         with self._lock:
+            if ts[0] > self._now_ms() + kMaxDriftMs:
+                return
             if ts > (self._wall, self._counter):
                 self._wall, self._counter = ts
-
-    def plausible(self, ts: tuple[int, int]) -> bool:
-        """False for a timestamp from a clock more than a day ahead of ours."""
-        return ts[0] <= self._now_ms() + kMaxDriftMs

@@ -3,11 +3,14 @@
 One local write = one delta, numbered ``seq`` = 1, 2, ... per writer and signed by the
 writer's libp2p key (envelope: ../discovery/signed.py). Its payload::
 
-    {"store": name, "writer": peer id, "seq": n, "obj": object name, "t": type, "d": delta}
+    {"store": name, "writer": "PEER_ID/INCARNATION", "seq": n, "obj": object name, "t": type, "d": delta}
 
-``writer`` must be the signing key's peer id, so nobody can write in another replica's
-name; ``d`` must have the shape its type expects (types.py). A delta that fails any check
-is refused with InvalidDeltaError and never touches the state.
+A writer is one key *and one delta log*: ``INCARNATION`` (16 hex digits) is drawn when a
+replica starts without its old log (kept in the log when there is one), so a restarted
+peer never reuses a seq its earlier life already spent. ``PEER_ID`` must be the signing
+key's peer id, so nobody can write in another replica's name; ``d`` must have the shape
+its type expects (types.py). A delta that fails any check is refused with
+InvalidDeltaError and never touches the state.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from libp2p.crypto.keys import PrivateKey
 from libp2p.peer.id import ID
 
-from ..discovery.signed import BadEnvelope, seal, unseal
+from ..discovery.signed import BadEnvelope, depth, kMaxDepth, parse_json, seal, unseal
 from ..errors import InvalidArgumentError, PcommError
 from .types import TYPES
 
@@ -28,6 +31,9 @@ kPrefix = b"pcomm-crdt-delta/v1\n"
 kMaxDeltaBytes = 64 * 1024
 kMaxNameChars = 256
 kMaxCount = 2**62  # counter totals stay exact in every JSON implementation we care about
+kMaxSeq = 2**62  # fits SQLite's 64-bit integers
+kMaxWallMs = 2**53  # HLC wall clock (ms); year 287396, still exact as a float
+kMaxCounter = 2**32
 
 
 class InvalidDeltaError(PcommError, ValueError):
@@ -43,6 +49,18 @@ class Delta:
     type: str
     d: dict
     raw: bytes
+    text: str  # the signed payload (two envelopes of one payload are the same delta)
+
+
+def make_writer(peer_id: str, incarnation: str) -> str:
+    return f"{peer_id}/{incarnation}"
+
+
+def _good_writer(writer: object, signer: str) -> bool:
+    if not isinstance(writer, str):
+        return False
+    peer, _, incarnation = writer.partition("/")
+    return peer == signer and len(incarnation) == 16 and all(c in "0123456789abcdef" for c in incarnation)
 
 
 def check_name(name: object, what: str) -> str:
@@ -63,6 +81,8 @@ def check_content(type_name: str, d: Any) -> None:
         ts = d.get("ts")
         if not isinstance(d.get("key"), str) or not (isinstance(ts, list) and len(ts) == 2 and all(_is_int(x) and x >= 0 for x in ts)):
             raise ValueError("lww delta needs a string key and ts [wall_ms, counter]")
+        if ts[0] >= kMaxWallMs or ts[1] >= kMaxCounter:
+            raise ValueError("lww timestamp out of range")
         if set(d) - {"key", "ts", "value", "deleted"} or ("deleted" in d and d["deleted"] is not True):
             raise ValueError("lww delta has unknown fields")
         _check_finite(d.get("value"))
@@ -95,21 +115,23 @@ def _check_finite(value: Any) -> None:
             _check_finite(v)
 
 
-def sign_delta(key: PrivateKey, store: str, seq: int, obj: str, type_name: str, d: dict) -> Delta:
+def sign_delta(key: PrivateKey, store: str, seq: int, obj: str, type_name: str, d: dict, incarnation: str = "0" * 16) -> Delta:
     try:
         check_content(type_name, d)
     except ValueError as e:
         raise InvalidArgumentError(str(e)) from None
-    writer = ID.from_pubkey(key.get_public_key()).to_base58()
+    writer = make_writer(ID.from_pubkey(key.get_public_key()).to_base58(), incarnation)
     payload = {"store": store, "writer": writer, "seq": seq, "obj": obj, "t": type_name, "d": d}
     try:
         text = json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidArgumentError(f"values must be JSON (str, int, float, bool, None, lists, dicts): {e}") from None
+    if depth(payload) > kMaxDepth:
+        raise InvalidArgumentError(f"values may nest at most {kMaxDepth - 3} levels deep")
     raw = seal(key, kPrefix, text)
     if len(raw) > kMaxDeltaBytes:
         raise InvalidArgumentError(f"one write is limited to {kMaxDeltaBytes} bytes encoded; this one is {len(raw)}")
-    return Delta(store, writer, seq, obj, type_name, d, raw)
+    return Delta(store, writer, seq, obj, type_name, d, raw, text)
 
 
 def verify_delta(raw: object, store: str) -> Delta:
@@ -118,19 +140,23 @@ def verify_delta(raw: object, store: str) -> Delta:
     except BadEnvelope as e:
         raise InvalidDeltaError(f"delta {e}") from None
     try:
-        p = json.loads(text)
+        p = parse_json(text)
         fields = (p["store"], p["writer"], p["seq"], p["obj"], p["t"], p["d"])
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidDeltaError(f"malformed delta payload: {e}") from None
     d_store, writer, seq, obj, type_name, d = fields
     if d_store != store:
         raise InvalidDeltaError(f"delta is for store {d_store!r}, not {store!r}")
-    if writer != signer:
-        raise InvalidDeltaError(f"forged delta: writer {str(writer)[:60]} is not the signing key's peer id")
-    if not _is_int(seq) or seq < 1 or not isinstance(obj, str) or not obj or len(obj) > kMaxNameChars or type_name not in TYPES:
-        raise InvalidDeltaError("malformed delta payload: bad seq, object name or type")
+    if not _good_writer(writer, signer):
+        raise InvalidDeltaError(f"forged delta: writer {str(writer)[:80]} is not the signing key's peer id/incarnation")
+    if not _is_int(seq) or not 1 <= seq <= kMaxSeq:
+        raise InvalidDeltaError("malformed delta payload: seq must be an int in 1..2**62")
+    if not isinstance(obj, str) or not obj or len(obj) > kMaxNameChars or not obj.isprintable():
+        raise InvalidDeltaError("malformed delta payload: bad object name")
+    if not isinstance(type_name, str) or type_name not in TYPES:
+        raise InvalidDeltaError("malformed delta payload: unknown type")
     try:
         check_content(type_name, d)
     except ValueError as e:
         raise InvalidDeltaError(f"malformed delta content: {e}") from None
-    return Delta(store, writer, seq, obj, type_name, d, bytes(raw))  # type: ignore[arg-type]
+    return Delta(store, writer, seq, obj, type_name, d, bytes(raw), text)  # type: ignore[arg-type]

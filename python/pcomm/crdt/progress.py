@@ -1,6 +1,6 @@
 """Training progress of every peer, in the run's CRDT store.
 
-Each peer writes one entry of the map ``progress`` under its writer id: step, samples,
+Each peer writes one entry of the map ``progress`` under its peer id: step, samples,
 throughput, time, and anything extra. It flows to every replica without the
 coordinator, survives partitions, and ``pcomm progress`` prints it as a table.
 
@@ -49,20 +49,34 @@ class ProgressBoard:
             per_step = self.samples_per_step or 1
             throughput = (step - self._last[1]) * per_step / (now - self._last[0])
         entry = {"step": step, "samples": samples, "throughput": throughput, "time": now, **extra}
-        self.store.map("progress")[self.store.writer] = entry
+        self.store.map("progress")[self.store.peer_id] = entry  # one row per peer, across restarts
         self._last = (now, step)
         return True
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return value
+
+
 def progress_table(store: Any, now: float | None = None) -> str:
-    """The ``progress`` map as an aligned text table, most advanced peer first."""
+    """The ``progress`` map as an aligned text table, most advanced peer first. Entries
+    that are not progress reports (anyone can write to the store) are shown as '?'."""
     now = time.time() if now is None else now
-    rows = sorted(store.map("progress").items(), key=lambda kv: (-(kv[1].get("step") or 0), kv[0]))
-    header = f"{'peer':14} {'step':>9} {'samples':>11} {'throughput':>11} {'outer':>6} {'age s':>7}"
-    lines = [header]
-    for writer, e in rows:
-        samples = "-" if e.get("samples") is None else str(e["samples"])
-        speed = "-" if e.get("throughput") is None else f"{e['throughput']:.1f}"
-        outer = "-" if e.get("outer_step") is None else str(e["outer_step"])
-        lines.append(f"{'…' + writer[-12:]:14} {e.get('step', 0):>9} {samples:>11} {speed:>11} {outer:>6} {now - e.get('time', now):>7.1f}")
+    rows = []
+    for writer, e in store.map("progress").items():
+        e = e if isinstance(e, dict) else {}
+        step, samples, speed = _number(e.get("step")), _number(e.get("samples")), _number(e.get("throughput"))
+        outer, at = _number(e.get("outer_step")), _number(e.get("time"))
+        rows.append((-(step or 0), writer, [
+            "?" if step is None else f"{step:g}",
+            "-" if samples is None else f"{samples:g}",
+            "-" if speed is None else f"{speed:.1f}",
+            "-" if outer is None else f"{outer:g}",
+            "?" if at is None else f"{now - at:.1f}",
+        ]))
+    lines = [f"{'peer':14} {'step':>9} {'samples':>11} {'throughput':>11} {'outer':>6} {'age s':>7}"]
+    for _, writer, (step, samples, speed, outer, age) in sorted(rows):
+        lines.append(f"{'…' + str(writer)[-12:]:14} {step:>9} {samples:>11} {speed:>11} {outer:>6} {age:>7}")
     return "\n".join(lines)

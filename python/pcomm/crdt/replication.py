@@ -11,10 +11,13 @@ A digest entry is the highest seq up to which a replica holds every delta of tha
 writer, so a lost message or a broken stream only means the next round sends the same
 deltas again, and a duplicate is ignored. A round runs every ``sync_interval`` with each
 known replica, and right after a local write. Replicas are found through the DHT: each
-store publishes a ``peer`` record under the run name ``crdt:<store name>``.
+store publishes a ``peer`` record under the run name ``crdt:<store name>`` whose
+address names the publisher's own peer id; a replica that fails ``kMaxFailures``
+exchanges in a row is forgotten until the DHT (or a new exchange) brings it back.
 
-Everything here runs on the node's trio thread, except ``Store.receive`` (signature
-checks and the SQLite commit), which runs on a worker thread so the loop keeps serving.
+Everything here runs on the node's trio thread, except the store calls (signature
+checks, the SQLite commit, digests under the store's lock), which run on worker
+threads so the loop keeps serving while a write holds the store.
 """
 
 from __future__ import annotations
@@ -30,17 +33,20 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from ..discovery import wire
 from ..discovery.host import parse_bootstrap
-from ..errors import DiscoveryError
+from ..discovery.node import Announcement
+from ..discovery.records import dht_key
+from ..errors import DiscoveryError, InvalidArgumentError
 
 log = logging.getLogger("pcomm.crdt")
 
 PROTOCOL = TProtocol("/pcomm/crdt/1.0.0")
 kMaxMessageBytes = 4 * 1024 * 1024
-kBatchBytes = 3 * 1024 * 1024  # deltas per message; the rest goes in the next round
+kBatchBytes = 2 * 1024 * 1024  # raw deltas per message: base64 makes 8/3 MiB, under the limit
+kMaxWriters = 20_000  # digest entries accepted from a remote replica (about 1.3 MiB)
 kExchangeTimeout = 5.0  # seconds for one exchange, dial included
 kLookupInterval = 5.0  # seconds between DHT lookups for replicas
 kRecordTtl = 60.0
-kMaxWriters = 100_000  # digest entries accepted from a remote replica
+kMaxFailures = 3  # exchanges in a row a replica may fail before it is forgotten
 
 
 def _record_run(store_name: str) -> str:
@@ -50,22 +56,24 @@ def _record_run(store_name: str) -> str:
 def _handler_registry(node: Any) -> dict:
     """Stores sharing a node share one protocol handler, dispatching by store name."""
     registry = getattr(node, "_crdt_stores", None)
-    if registry is None:
-        registry = node._crdt_stores = {}
+    if registry is not None:
+        return registry
+    registry = {}
 
-        async def handle(stream: Any) -> None:
+    async def handle(stream: Any) -> None:
+        try:
+            with trio.fail_after(kExchangeTimeout):
+                await _serve(registry, stream)
+            await stream.close()
+        except Exception as e:
+            log.info("dropping a CRDT stream: %s: %s", type(e).__name__, e)
             try:
-                with trio.fail_after(kExchangeTimeout):
-                    await _serve(registry, stream)
-                await stream.close()
-            except Exception as e:
-                log.info("dropping a CRDT stream: %s: %s", type(e).__name__, e)
-                try:
-                    await stream.reset()
-                except Exception:
-                    pass
+                await stream.reset()
+            except Exception:
+                pass
 
-        node._runner.call(_set_handler, node, handle, timeout=5.0, what="register the CRDT protocol")
+    node._runner.call(_set_handler, node, handle, timeout=5.0, what="register the CRDT protocol")
+    node._crdt_stores = registry  # only once the handler is in place
     return registry
 
 
@@ -80,7 +88,9 @@ async def _serve(registry: dict, stream: Any) -> None:
     replicator = registry[hello["store"]]
     theirs = _parse_digest(hello.get("digest"))
     store = replicator.store
-    await wire.write_message(stream, {"digest": store.digest(), "deltas": _encode(store.missing_for(theirs, kBatchBytes))}, kMaxMessageBytes)
+    ours = await trio.to_thread.run_sync(store.digest)
+    missing = await trio.to_thread.run_sync(store.missing_for, theirs, kBatchBytes)
+    await wire.write_message(stream, {"digest": ours, "deltas": _encode(missing)}, kMaxMessageBytes)
     reply = await wire.read_message(stream, kMaxMessageBytes)
     await trio.to_thread.run_sync(store.receive, _decode(reply))
     replicator.learn(stream.muxed_conn.peer_id)
@@ -88,7 +98,7 @@ async def _serve(registry: dict, stream: Any) -> None:
 
 def _parse_digest(value: Any) -> dict[str, int]:
     if not isinstance(value, dict) or len(value) > kMaxWriters:
-        raise wire.WireError("digest must be an object of writer -> seq")
+        raise wire.WireError(f"digest must be an object of at most {kMaxWriters} writer -> seq entries")
     for k, v in value.items():
         if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise wire.WireError("digest must map writer ids to non-negative ints")
@@ -116,23 +126,34 @@ class Replicator:
         self._node = node
         self._interval = sync_interval
         self._replicas: dict[str, PeerInfo] = {}  # base58 peer id -> how to reach it
+        self._pinned: set[str] = set()  # added by hand: never forgotten
+        self._failures: dict[str, int] = {}
         self._wake: trio.Event | None = None
         self._scope: trio.CancelScope | None = None
+        self._done: trio.Event | None = None
 
     def start(self) -> None:
         registry = _handler_registry(self._node)
         if self.store.name in registry:
-            raise DiscoveryError(f"store '{self.store.name}' is already open on this node")
+            raise InvalidArgumentError(f"store '{self.store.name}' is already open on this node: share that Store object")
         registry[self.store.name] = self
-        self._node._runner.call(self._start, timeout=5.0, what="start CRDT replication")
+        try:
+            self._node._runner.call(self._start, timeout=5.0, what="start CRDT replication")
+        except BaseException:
+            registry.pop(self.store.name, None)
+            raise
 
     async def _start(self) -> None:
         self._scope = trio.CancelScope()
         self._wake = trio.Event()
+        self._done = trio.Event()
         self._node._runner._nursery.start_soon(self._run, self._scope)
 
     def stop(self) -> None:
-        self._node._crdt_stores.pop(self.store.name, None)
+        """Ends syncing and the DHT announcement (its record expires within its ttl)."""
+        registry = getattr(self._node, "_crdt_stores", {})
+        if registry.get(self.store.name) is self:
+            del registry[self.store.name]
         if self._node._runner.running and self._scope is not None:
             try:
                 self._node._runner.call(self._cancel, timeout=5.0, what="stop CRDT replication")
@@ -142,6 +163,7 @@ class Replicator:
     async def _cancel(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
+            await self._done.wait()  # stop() returns once nothing of this store runs
 
     def wake(self) -> None:
         """Asks for a round soon (after a local write). Any thread."""
@@ -158,7 +180,9 @@ class Replicator:
 
     def add(self, multiaddr: str) -> None:
         info = parse_bootstrap(multiaddr)
-        self._replicas[info.peer_id.to_base58()] = info
+        key = info.peer_id.to_base58()
+        self._replicas[key] = info
+        self._pinned.add(key)
 
     def learn(self, peer_id: Any) -> None:
         """A replica that synced with us: dial it back by the addresses the host knows."""
@@ -176,10 +200,13 @@ class Replicator:
         return self._node._runner.call(self._round, timeout=timeout, what=f"sync store '{self.store.name}'")
 
     async def _run(self, scope: trio.CancelScope) -> None:
-        with scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._discover)
-                await self._sync_loop()
+        try:
+            with scope:  # cancelled by stop(): ends syncing, discovery and the announcement
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._discover)
+                    await self._sync_loop()
+        finally:
+            self._done.set()
 
     async def _sync_loop(self) -> None:
         while True:
@@ -191,38 +218,59 @@ class Replicator:
             await trio.sleep(0.01)  # coalesce bursts of writes into one round
 
     async def _discover(self) -> None:
-        """Publishes this replica and looks the others up, every kLookupInterval."""
+        """Publishes this replica (refreshed every ttl/3) and looks the others up."""
         node = self._node
-        published = not self._announce
+        announcement = Announcement(node, "peer", _record_run(self.store.name), tuple(node.addrs[:1]), kRecordTtl)
+        published_at = None
         while True:
+            now = trio.current_time()
+            if self._announce and (published_at is None or now - published_at >= kRecordTtl / 3):
+                try:
+                    if await node._publish_once(announcement) > 0:
+                        published_at = now
+                except Exception as e:
+                    log.info("store %s: publishing this replica failed: %s", self.store.name, e)
             try:
-                if not published:
-                    await node._publish_first(_announcement(node, self.store.name))
-                    published = True
-                for record in await node._get(_dht_key(self.store.name)):
-                    if record.publisher != node.peer_id:
-                        for addr in record.addrs[:1]:
-                            info = parse_bootstrap(addr)
-                            self._replicas[info.peer_id.to_base58()] = info
+                records = await node._get(dht_key("peer", _record_run(self.store.name)))
             except Exception as e:
-                log.info("store %s: replica discovery: %s", self.store.name, e)
+                log.info("store %s: looking up replicas failed: %s", self.store.name, e)
+                records = []
+            for record in records:
+                self._consider(record)
             await trio.sleep(kLookupInterval if self._replicas else 0.5)
+
+    def _consider(self, record: Any) -> None:
+        """Adds the replica a DHT record names, if the record is usable."""
+        if record.publisher == self._node.peer_id:
+            return
+        try:
+            info = parse_bootstrap(record.addrs[0])
+        except InvalidArgumentError:
+            return  # a record whose address does not parse names no replica
+        if info.peer_id.to_base58() != record.publisher:
+            return  # a record may only point at its own publisher
+        self._replicas.setdefault(record.publisher, info)
 
     async def _round(self) -> int:
         answered = 0
 
-        async def one(info: PeerInfo) -> None:
+        async def one(key: str, info: PeerInfo) -> None:
             nonlocal answered
             try:
                 with trio.fail_after(kExchangeTimeout):
                     await self._exchange(info)
                 answered += 1
+                self._failures.pop(key, None)
             except Exception as e:
-                log.debug("store %s: sync with %s failed: %s", self.store.name, info.peer_id, e)
+                log.debug("store %s: sync with %s failed: %s", self.store.name, key, repr(e))
+                self._failures[key] = self._failures.get(key, 0) + 1
+                if self._failures[key] >= kMaxFailures and key not in self._pinned:
+                    self._replicas.pop(key, None)
+                    self._failures.pop(key, None)
 
         async with trio.open_nursery() as nursery:
-            for info in list(self._replicas.values()):
-                nursery.start_soon(one, info)
+            for key, info in list(self._replicas.items()):
+                nursery.start_soon(one, key, info)
         return answered
 
     async def _exchange(self, info: PeerInfo) -> None:
@@ -231,22 +279,12 @@ class Replicator:
         stream = await host.new_stream(info.peer_id, [PROTOCOL])
         try:
             store = self.store
-            await wire.write_message(stream, {"store": store.name, "digest": store.digest()}, kMaxMessageBytes)
+            digest = await trio.to_thread.run_sync(store.digest)
+            await wire.write_message(stream, {"store": store.name, "digest": digest}, kMaxMessageBytes)
             reply = await wire.read_message(stream, kMaxMessageBytes)
             theirs = _parse_digest(reply.get("digest") if isinstance(reply, dict) else None)
             await trio.to_thread.run_sync(store.receive, _decode(reply))
-            await wire.write_message(stream, {"deltas": _encode(store.missing_for(theirs, kBatchBytes))}, kMaxMessageBytes)
+            missing = await trio.to_thread.run_sync(store.missing_for, theirs, kBatchBytes)
+            await wire.write_message(stream, {"deltas": _encode(missing)}, kMaxMessageBytes)
         finally:
             await stream.close()
-
-
-def _dht_key(store_name: str) -> bytes:
-    from ..discovery.records import dht_key
-
-    return dht_key("peer", _record_run(store_name))
-
-
-def _announcement(node: Any, store_name: str) -> Any:
-    from ..discovery.node import Announcement
-
-    return Announcement(node, "peer", _record_run(store_name), tuple(node.addrs[:1]), kRecordTtl)

@@ -24,26 +24,41 @@ class DeltaLog:
                 "CREATE TABLE IF NOT EXISTS deltas (store TEXT NOT NULL, writer TEXT NOT NULL, "
                 "seq INTEGER NOT NULL, raw BLOB NOT NULL, PRIMARY KEY (store, writer, seq))"
             )
+            self._db.execute("CREATE TABLE IF NOT EXISTS writers (store TEXT NOT NULL, peer TEXT NOT NULL, "
+                             "incarnation TEXT NOT NULL, PRIMARY KEY (store, peer))")
         except sqlite3.Error as e:
             raise IoError(f"cannot open the CRDT store database {path}: {e}") from None
         if mode.lower() != "wal":
             raise IoError(f"{path}: SQLite refused WAL mode (got {mode}); use a local file system")
         self._lock = threading.Lock()
 
+    def incarnation(self, store: str, peer: str, fresh: str) -> str:
+        """This peer's incarnation for ``store`` in this log: the one recorded, else
+        ``fresh`` (recorded now)."""
+        with self._lock:
+            row = self._db.execute("SELECT incarnation FROM writers WHERE store = ? AND peer = ?", (store, peer)).fetchone()
+            if row is not None:
+                return row[0]
+            self._commit("INSERT INTO writers (store, peer, incarnation) VALUES (?, ?, ?)", [(store, peer, fresh)])
+            return fresh
+
     def append(self, store: str, rows: list[tuple[str, int, bytes]]) -> None:
         """Commits (writer, seq, raw) rows; already present rows are ignored."""
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO deltas (store, writer, seq, raw) VALUES (?, ?, ?, ?)",
-                    [(store, w, s, r) for w, s, r in rows],
-                )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as e:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+            self._commit("INSERT OR IGNORE INTO deltas (store, writer, seq, raw) VALUES (?, ?, ?, ?)",
+                         [(store, w, s, r) for w, s, r in rows])
+
+    def _commit(self, sql: str, rows: list[tuple]) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+        except BaseException as e:  # whatever failed, never leave the transaction open
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(e, (sqlite3.Error, OverflowError)):
                 raise IoError(f"cannot write the CRDT store database: {e}") from None
+            raise
 
     def load(self, store: str) -> list[bytes]:
         with self._lock:

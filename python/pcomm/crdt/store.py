@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import secrets
 import threading
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
@@ -28,7 +29,7 @@ from ..discovery.host import load_or_create_key
 from ..discovery.records import check_run
 from ..errors import InvalidArgumentError
 from .clock import HLC
-from .deltas import Delta, InvalidDeltaError, check_name, sign_delta, verify_delta
+from .deltas import Delta, InvalidDeltaError, check_name, make_writer, sign_delta, verify_delta
 from .storage import DeltaLog
 from .types import TYPES, canonical
 
@@ -61,6 +62,8 @@ class Store:
         sync_interval: seconds between anti-entropy rounds with each replica.
         announce: publish this replica in the DHT so others sync with it (False for a
             short-lived reader such as ``pcomm progress``: it only pulls).
+
+    Objects are named per type: ``map("x")`` and ``counter("x")`` are two objects.
     """
 
     def __init__(self, name: str, node: Any = None, path: str | None = None, *, sync_interval: float = 1.0, announce: bool = True) -> None:
@@ -70,6 +73,8 @@ class Store:
             raise InvalidArgumentError(f"store name must be 1..120 printable characters without spaces, got {name!r}") from None
         if len(name) > 120:
             raise InvalidArgumentError(f"store name must be 1..120 printable characters without spaces, got {len(name)} characters")
+        if node is not None and not node.running:
+            raise InvalidArgumentError("the discovery node must be started (node.start()) before a store uses it")
         self.name = name
         self._node = node
         if node is not None:
@@ -78,62 +83,70 @@ class Store:
             self._key = load_or_create_key(path + ".key")  # keeps the writer id across reopenings
         else:
             self._key = load_or_create_key(None)
-        self.writer = ID.from_pubkey(self._key.public_key).to_base58()  # this replica's writer id
+        self.peer_id = ID.from_pubkey(self._key.public_key).to_base58()
         self._lock = threading.RLock()
+        self._closed = False
         self._clock = HLC()
-        self._objects: dict[str, Any] = {}
+        self._objects: dict[tuple[str, str], Any] = {}  # (name, type) -> CRDT
         self._deltas: dict[str, dict[int, bytes]] = {}  # writer -> seq -> signed delta
         self._contiguous: dict[str, int] = {}
         self._subscribers: list[Callable[[Change], None]] = []
-        self.rejected = 0  # deltas refused (bad signature, malformed, wrong store)
+        self.rejected = 0  # deltas refused (bad signature, malformed, wrong store, equivocation)
         self._log = DeltaLog(os.path.expanduser(path)) if path is not None else None
+        fresh = secrets.token_hex(8)
+        incarnation = self._log.incarnation(name, self.peer_id, fresh) if self._log is not None else fresh
+        self._incarnation = incarnation
+        self.writer = make_writer(self.peer_id, incarnation)  # this replica's writer id
         if self._log is not None:
             self._replay(self._log.load(name))
         self._replicator = None
         if node is not None:
             from .replication import Replicator
 
-            self._replicator = Replicator(self, node, sync_interval, announce)
-            self._replicator.start()
+            replicator = Replicator(self, node, sync_interval, announce)
+            try:
+                replicator.start()
+            except BaseException:
+                self.close()
+                raise
+            self._replicator = replicator
 
     # -- typed views --------------------------------------------------------------
 
     def map(self, name: str) -> "MapView":
-        return MapView(self, self._declare(name, "lww"))
+        return MapView(self, check_name(name, "object name"))
 
     def set(self, name: str) -> "SetView":
-        return SetView(self, self._declare(name, "orset"))
+        return SetView(self, check_name(name, "object name"))
 
     def counter(self, name: str) -> "CounterView":
         """A PN-counter (increments and decrements)."""
-        return CounterView(self, self._declare(name, "pn"))
+        return CounterView(self, check_name(name, "object name"), "pn")
 
     def gcounter(self, name: str) -> "CounterView":
         """A grow-only counter."""
-        return CounterView(self, self._declare(name, "g"))
+        return CounterView(self, check_name(name, "object name"), "g")
 
-    def _declare(self, name: str, type_name: str) -> str:
-        check_name(name, "object name")
+    def _value(self, name: str, type_name: str) -> Any:
         with self._lock:
-            obj = self._objects.get(name)
-            if obj is None:
-                self._objects[name] = TYPES[type_name]()
-            elif obj.type_name != type_name:
-                raise InvalidArgumentError(f"'{name}' is a {obj.type_name} in store '{self.name}', not a {type_name}")
-        return name
+            obj = self._objects.get((name, type_name))
+            return (obj if obj is not None else TYPES[type_name]()).value()
 
     # -- reading ------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """Every object's value: {name: {"type": ..., "value": ...}}."""
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every object's value, by type then name: {"lww": {"config": {...}}, ...}."""
+        out: dict[str, dict[str, Any]] = {}
         with self._lock:
-            return {n: {"type": o.type_name, "value": o.value()} for n, o in sorted(self._objects.items())}
+            for (name, type_name), obj in sorted(self._objects.items()):
+                out.setdefault(type_name, {})[name] = obj.value()
+        return out
 
     def fingerprint(self) -> str:
         """SHA-256 of the full CRDT state (tombstones and per-writer totals included):
         equal fingerprints mean identical replicas."""
         with self._lock:
-            state = {n: [o.type_name, o.state()] for n, o in sorted(self._objects.items())}
+            state = [[n, t, o.state()] for (n, t), o in sorted(self._objects.items())]
         return hashlib.sha256(canonical(state).encode()).hexdigest()
 
     def digest(self) -> dict[str, int]:
@@ -181,10 +194,18 @@ class Store:
 
     # -- writing (views call these) ------------------------------------------------
 
-    def _write(self, obj: str, type_name: str, make: Callable[[Any], dict]) -> None:
+    def _write(self, obj: str, type_name: str, make: Callable[[Any], dict | None]) -> None:
+        """One local write: ``make(current object)`` gives the delta content (None: no
+        write). Durable (with a path) before it returns."""
         with self._lock:
+            if self._closed:
+                raise InvalidArgumentError(f"store '{self.name}' is closed")
+            current = self._objects.get((obj, type_name))
+            d = make(current if current is not None else TYPES[type_name]())
+            if d is None:
+                return
             seq = self._contiguous.get(self.writer, 0) + 1
-            delta = sign_delta(self._key.private_key, self.name, seq, obj, type_name, make(self._objects[obj]))
+            delta = sign_delta(self._key.private_key, self.name, seq, obj, type_name, d, self._incarnation)
             if self._log is not None:
                 self._log.append(self.name, [(delta.writer, delta.seq, delta.raw)])  # durable first
             changes = self._apply(delta, local=True)
@@ -195,31 +216,34 @@ class Store:
     def receive(self, raws: list[bytes]) -> int:
         """Verifies and applies deltas from another replica; returns how many were new.
         Bad deltas are counted in ``rejected``, logged and skipped."""
-        fresh: list[Delta] = []
-        for raw in raws:
+        checked: list[Delta] = []
+        bad = 0
+        for raw in raws:  # signature checks: outside the lock
             try:
-                delta = verify_delta(raw, self.name)
+                checked.append(verify_delta(raw, self.name))
             except InvalidDeltaError as e:
-                self.rejected += 1
+                bad += 1
                 log.warning("store %s: rejecting a delta: %s", self.name, e)
-                continue
-            fresh.append(delta)
         changes: list[Change] = []
         with self._lock:
-            unique: dict[tuple[str, int], Delta] = {}
-            for d in fresh:
-                held = self._deltas.get(d.writer, {}).get(d.seq) or (unique[(d.writer, d.seq)].raw if (d.writer, d.seq) in unique else None)
-                if held is not None:
-                    if held != d.raw:  # the writer signed two different deltas with one seq
+            self.rejected += bad
+            if self._closed:
+                return 0
+            fresh: dict[tuple[str, int], Delta] = {}
+            for d in checked:
+                held = self._deltas.get(d.writer, {}).get(d.seq)
+                held_text = verify_delta(held, self.name).text if held is not None else None
+                if (d.writer, d.seq) in fresh:
+                    held_text = fresh[(d.writer, d.seq)].text
+                if held_text is not None:
+                    if held_text != d.text:  # the writer signed two different deltas with one seq
                         self.rejected += 1
                         log.warning("store %s: writer %s equivocates on seq %d; keeping the first", self.name, d.writer, d.seq)
                     continue
-                if self._type_fits(d):
-                    unique[(d.writer, d.seq)] = d
-            fresh = list(unique.values())
+                fresh[(d.writer, d.seq)] = d
             if fresh and self._log is not None:
-                self._log.append(self.name, [(d.writer, d.seq, d.raw) for d in fresh])
-            for d in fresh:
+                self._log.append(self.name, [(d.writer, d.seq, d.raw) for d in fresh.values()])
+            for d in fresh.values():
                 changes += self._apply(d, local=False)
         self._notify(changes)
         return len(fresh)
@@ -241,18 +265,10 @@ class Store:
                     size += len(raw)
         return out
 
-    def _type_fits(self, delta: Delta) -> bool:
-        obj = self._objects.get(delta.obj)
-        if obj is not None and obj.type_name != delta.type:
-            self.rejected += 1
-            log.warning("store %s: delta for '%s' says %s, the object is a %s", self.name, delta.obj, delta.type, obj.type_name)
-            return False
-        return True
-
     def _apply(self, delta: Delta, local: bool) -> list[Change]:
-        obj = self._objects.get(delta.obj)
+        obj = self._objects.get((delta.obj, delta.type))
         if obj is None:
-            obj = self._objects[delta.obj] = TYPES[delta.type]()
+            obj = self._objects[(delta.obj, delta.type)] = TYPES[delta.type]()
         if delta.type == "lww":
             self._clock.observe(tuple(delta.d["ts"]))
         by_seq = self._deltas.setdefault(delta.writer, {})
@@ -271,8 +287,7 @@ class Store:
                 self.rejected += 1
                 log.error("store %s: skipping a damaged row of the database: %s", self.name, e)
                 continue
-            if self._type_fits(delta):
-                self._apply(delta, local=delta.writer == self.writer)
+            self._apply(delta, local=delta.writer == self.writer)
 
     def _notify(self, changes: list[Change]) -> None:
         if not changes:
@@ -303,12 +318,15 @@ class Store:
         self._replicator.add(multiaddr)
 
     def close(self) -> None:
-        if self._replicator is not None:
-            self._replicator.stop()
-            self._replicator = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        """Stops replication and closes the database; later writes raise. Idempotent."""
+        replicator, self._replicator = self._replicator, None
+        if replicator is not None:
+            replicator.stop()
+        with self._lock:
+            self._closed = True
+            if self._log is not None:
+                self._log.close()
+                self._log = None
 
     def __enter__(self) -> "Store":
         return self
@@ -324,12 +342,16 @@ class MapView:
         self._store, self.name = store, name
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise InvalidArgumentError(f"map keys are strings, got {key!r}")
-        self._store._write(self.name, "lww", lambda _: {"key": key, "ts": list(self._store._clock.now()), "value": value})
+        self._put(key, {"value": value})
 
     def __delitem__(self, key: str) -> None:
-        self._store._write(self.name, "lww", lambda _: {"key": key, "ts": list(self._store._clock.now()), "deleted": True})
+        self._put(key, {"deleted": True})
+
+    def _put(self, key: str, fields: dict) -> None:
+        if not isinstance(key, str):
+            raise InvalidArgumentError(f"map keys are strings, got {key!r}")
+        clock = self._store._clock
+        self._store._write(self.name, "lww", lambda _: {"key": key, "ts": list(clock.now()), **fields})
 
     def __getitem__(self, key: str) -> Any:
         value = self.to_dict()
@@ -347,8 +369,7 @@ class MapView:
         return len(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        with self._store._lock:
-            return self._store._objects[self.name].value()
+        return self._store._value(self.name, "lww")
 
     def items(self):
         return self.to_dict().items()
@@ -368,20 +389,19 @@ class SetView:
 
     def remove(self, element: Any) -> None:
         """Removes the adds of ``element`` this replica has seen (a concurrent add
-        elsewhere survives). Removing an absent element does nothing."""
-        with self._store._lock:
-            tags = self._store._objects[self.name].tags_of(element)
-            if not tags:
-                return
-            self._store._write(self.name, "orset", lambda _: {"remove": element, "tags": [list(t) for t in tags]})
+        elsewhere survives). Removing an absent element writes nothing."""
+
+        def make(obj: Any) -> dict | None:
+            tags = obj.tags_of(element)
+            return {"remove": element, "tags": [list(t) for t in tags]} if tags else None
+
+        self._store._write(self.name, "orset", make)
 
     def __contains__(self, element: object) -> bool:
-        with self._store._lock:
-            return bool(self._store._objects[self.name].tags_of(element))
+        return element in self.to_list()
 
     def to_list(self) -> list[Any]:
-        with self._store._lock:
-            return self._store._objects[self.name].value()
+        return self._store._value(self.name, "orset")
 
     def __iter__(self):
         return iter(self.to_list())
@@ -393,16 +413,15 @@ class SetView:
 class CounterView:
     """A PN-counter (``store.counter``) or G-counter (``store.gcounter``)."""
 
-    def __init__(self, store: Store, name: str) -> None:
-        self._store, self.name = store, name
+    def __init__(self, store: Store, name: str, type_name: str) -> None:
+        self._store, self.name, self._type = store, name, type_name
 
     def increment(self, n: int = 1) -> None:
         self._add(n, "p")
 
     def decrement(self, n: int = 1) -> None:
-        with self._store._lock:
-            if self._store._objects[self.name].type_name == "g":
-                raise InvalidArgumentError(f"'{self.name}' is a grow-only counter: use store.counter() to decrement")
+        if self._type == "g":
+            raise InvalidArgumentError(f"'{self.name}' is a grow-only counter: use store.counter() to decrement")
         self._add(n, "n")
 
     def _add(self, n: int, side: str) -> None:
@@ -412,14 +431,13 @@ class CounterView:
 
         def make(obj: Any) -> dict:
             d = {"p": obj.p.get(writer, 0)}
-            if obj.type_name == "pn":
+            if self._type == "pn":
                 d["n"] = obj.n.get(writer, 0)
             d[side] += n
             return d
 
-        self._store._write(self.name, self._store._objects[self.name].type_name, make)
+        self._store._write(self.name, self._type, make)
 
     @property
     def value(self) -> int:
-        with self._store._lock:
-            return self._store._objects[self.name].value()
+        return self._store._value(self.name, self._type)

@@ -11,7 +11,7 @@ Delta content (``d`` in a signed delta, see deltas.py), per type:
 =========  ===========================================================================
 lww        {"key": str, "ts": [wall_ms, counter], "value": JSON}  or  "deleted": true
 orset      {"add": elem}  (the delta's own (writer, seq) is the add's unique tag), or
-           {"remove": elem, "tags": [[writer, seq], ...]}  (the tags observed)
+           {"remove": elem, "tags": [[writer, seq], ...]}  (that element's tags observed)
 pn         {"p": total increments by this writer, "n": total decrements}
 g          {"p": total increments by this writer}
 =========  ===========================================================================
@@ -63,47 +63,49 @@ class LWWMap:
 
 
 class ORSet:
-    """Observed-remove set: a remove deletes only the adds it has seen, so an add that
-    is concurrent with a remove survives (add wins)."""
+    """Observed-remove set: a remove deletes only the adds of that element it has seen,
+    so an add that is concurrent with a remove survives (add wins)."""
 
     type_name = "orset"
 
     def __init__(self) -> None:
         self.adds: dict[str, set[Tag]] = {}  # canonical element -> tags of its adds
-        self.removed: set[Tag] = set()
+        self.removed: dict[str, set[Tag]] = {}  # canonical element -> tags removed
         self._elements: dict[str, Any] = {}
 
     def tags_of(self, element: Any) -> list[Tag]:
         key = canonical(element)
-        return sorted(self.adds.get(key, set()) - self.removed)
+        return sorted(self.adds.get(key, set()) - self.removed.get(key, set()))
 
     def apply(self, delta: dict, writer: str, seq: int) -> list[tuple[Any, bool]]:
-        if "add" in delta:
-            element, before = delta["add"], self._contains(canonical(delta["add"]))
-            key = canonical(element)
-            self._elements[key] = element
-            self.adds.setdefault(key, set()).add((writer, seq))
-            return [] if before or not self._contains(key) else [(element, True)]
-        element = delta["remove"]
+        element = delta["add"] if "add" in delta else delta["remove"]
         key = canonical(element)
         before = self._contains(key)
-        self.removed.update((w, s) for w, s in delta["tags"])
-        return [(element, False)] if before and not self._contains(key) else []
+        self._elements.setdefault(key, json.loads(key))  # one representation everywhere
+        if "add" in delta:
+            self.adds.setdefault(key, set()).add((writer, seq))
+        else:
+            self.removed.setdefault(key, set()).update((w, s) for w, s in delta["tags"])
+        after = self._contains(key)
+        return [] if before == after else [(self._elements[key], after)]
 
     def _contains(self, key: str) -> bool:
-        return bool(self.adds.get(key, set()) - self.removed)
+        return bool(self.adds.get(key, set()) - self.removed.get(key, set()))
 
     def merge(self, other: "ORSet") -> None:
-        for key, tags in other.adds.items():
-            self.adds.setdefault(key, set()).update(tags)
-            self._elements.setdefault(key, other._elements[key])
-        self.removed |= other.removed
+        for mine, theirs in ((self.adds, other.adds), (self.removed, other.removed)):
+            for key, tags in theirs.items():
+                mine.setdefault(key, set()).update(tags)
+                self._elements.setdefault(key, other._elements[key])
 
     def value(self) -> list[Any]:
         return [self._elements[k] for k in sorted(self.adds) if self._contains(k)]
 
     def state(self) -> Any:
-        return {"adds": {k: sorted(map(list, t)) for k, t in sorted(self.adds.items())}, "removed": sorted(map(list, self.removed))}
+        return {
+            "adds": {k: sorted(map(list, t)) for k, t in sorted(self.adds.items())},
+            "removed": {k: sorted(map(list, t)) for k, t in sorted(self.removed.items())},
+        }
 
 
 class GCounter:

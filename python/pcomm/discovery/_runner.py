@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from ..errors import DiscoveryError, PcommError, TimeoutError
+from ..errors import DiscoveryError, InvalidArgumentError, PcommError, TimeoutError
 
 log = logging.getLogger("pcomm.discovery")
 
@@ -55,6 +55,8 @@ class TrioThread:
 
     def start(self, main: Callable[[trio.Nursery], Awaitable[None]], timeout: float) -> None:
         """Runs ``main(nursery)`` on the new loop; returns once it has returned."""
+        if self._thread is not None:
+            raise InvalidArgumentError("this discovery node was started already (a closed node cannot restart: make a new one)")
 
         async def root() -> None:
             self._token = trio.lowlevel.current_trio_token()
@@ -91,6 +93,9 @@ class TrioThread:
     def submit(self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float, what: str) -> concurrent.futures.Future:
         """Schedules ``fn(*args)`` on the loop with a deadline of ``timeout`` seconds."""
         future: concurrent.futures.Future = concurrent.futures.Future()
+        if self._thread is None:
+            future.set_exception(InvalidArgumentError(f"{what}: the discovery node is not started (call start())"))
+            return future
         if not self.running or self._token is None:
             future.set_exception(DiscoveryError(f"{what}: the discovery node is closed"))
             return future
@@ -104,15 +109,19 @@ class TrioThread:
             except trio.TooSlowError:
                 future.set_exception(TimeoutError(f"{what}: no answer within {timeout} s"))
             except BaseException as e:  # noqa: BLE001 - every failure goes to the caller
-                future.set_exception(as_pcomm_error(e, what))
                 if isinstance(leaf_error(e), trio.Cancelled):
+                    future.set_exception(DiscoveryError(f"{what}: the discovery node closed during the call"))
                     raise
+                future.set_exception(as_pcomm_error(e, what))
             else:
                 future.set_result(result)
 
         def spawn() -> None:
-            assert self._nursery is not None
-            self._nursery.start_soon(task)
+            try:
+                assert self._nursery is not None
+                self._nursery.start_soon(task)
+            except RuntimeError:  # the loop is shutting down: the nursery takes no tasks
+                future.set_exception(DiscoveryError(f"{what}: the discovery node is closed"))
 
         try:
             self._token.run_sync_soon(spawn)
@@ -122,11 +131,13 @@ class TrioThread:
 
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float, what: str) -> Any:
         future = self.submit(fn, *args, timeout=timeout, what=what)
-        while True:
-            try:
-                return future.result(timeout=kSlice)
-            except concurrent.futures.TimeoutError:
-                continue  # the deadline is enforced inside trio
+        # The deadline is enforced inside trio; wait in slices so Ctrl-C works, and never
+        # with future.result(timeout): its TimeoutError is the builtin one, which
+        # pcomm's own TimeoutError (the call's real outcome) derives from.
+        while not concurrent.futures.wait([future], kSlice).done:
+            if not self.running and not future.done():
+                raise DiscoveryError(f"{what}: the discovery node stopped")
+        return future.result()
 
     async def acall(self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float, what: str) -> Any:
         return await asyncio.wrap_future(self.submit(fn, *args, timeout=timeout, what=what))

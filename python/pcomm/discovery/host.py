@@ -6,8 +6,9 @@ Three py-libp2p 0.8.1 defaults are wrong for pcomm and are replaced here:
   alone, so an unencrypted or unauthenticated connection is never negotiated;
 * dialing: with more than one connection allowed per peer, every dial waits a fixed
   250 ms for a second transport; ``max_connections_per_peer=1`` removes the wait;
-* background dialling: its connection manager redials known peers to keep 50
-  connections; pcomm sets the minimum to 0 so only the DHT decides whom to dial;
+* background dialling: its auto-connector dials every peer in the peerstore until the
+  host has (low + high watermark) / 2 connections; pcomm stops it once the host runs,
+  so only the DHT decides whom to dial;
 * addresses: a host listening on 0.0.0.0 advertises 0.0.0.0; ``addrs_factory`` replaces
   it with the addresses given in ``announce``, else the local address that routes to the
   bootstrap nodes, else 127.0.0.1.
@@ -45,6 +46,8 @@ if os.environ.get("PCOMM_LIBP2P_LOG"):
     _libp2p_log.setLevel(os.environ["PCOMM_LIBP2P_LOG"].upper())
 elif not os.environ.get("LIBP2P_DEBUG"):
     _libp2p_log.setLevel(logging.CRITICAL)
+    # This module sets its own level (INFO) on import, so the parent's does not apply.
+    logging.getLogger("libp2p.network.auto_connector").setLevel(logging.CRITICAL)
 
 
 def load_or_create_key(path: str | None) -> KeyPair:
@@ -80,15 +83,15 @@ def load_or_create_key(path: str | None) -> KeyPair:
     return pair
 
 
-def parse_listen(listen: str) -> multiaddr.Multiaddr:
+def parse_listen(listen: str, what: str = "listen") -> multiaddr.Multiaddr:
     """``/ip4/HOST/tcp/PORT`` (port 0 picks a free one)."""
     try:
         addr = multiaddr.Multiaddr(listen)
         names = [p.name for p in addr.protocols()]
     except Exception as e:
-        raise InvalidArgumentError(f"listen must be a multiaddr like /ip4/0.0.0.0/tcp/4001, got {listen!r} ({e})") from None
+        raise InvalidArgumentError(f"{what} must be a multiaddr like /ip4/0.0.0.0/tcp/4001, got {listen!r} ({e})") from None
     if names != ["ip4", "tcp"]:
-        raise InvalidArgumentError(f"listen must be /ip4/HOST/tcp/PORT, got {listen!r}")
+        raise InvalidArgumentError(f"{what} must be /ip4/HOST/tcp/PORT, got {listen!r}")
     return addr
 
 
@@ -139,14 +142,20 @@ def announce_factory(announce: list[str] | None, bootstrap: list[PeerInfo]):
     return factory
 
 
+async def stop_auto_dialing(host: IHost) -> None:
+    """Stops py-libp2p's auto-connector (it would dial every peer it ever heard of)."""
+    connector = getattr(host.get_network(), "auto_connector", None)
+    if connector is not None:
+        await connector.stop()
+
+
 def make_host(key_pair: KeyPair, announce: list[str] | None, bootstrap: list[PeerInfo]) -> IHost:
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     return new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_preference="YAMUX",
-        # min_connections=0 / low_watermark=0: the DHT decides whom to talk to; py-libp2p's
-        # auto-connector would otherwise keep redialling every peer it ever heard of.
+        # No minimum: the DHT decides whom to talk to (see stop_auto_dialing).
         connection_config=ConnectionConfig(
             max_connections_per_peer=1, dial_timeout=kDialTimeout, min_connections=0, low_watermark=0
         ),

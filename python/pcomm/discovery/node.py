@@ -31,7 +31,7 @@ from .._timeouts import default_timeout, to_seconds
 from ..errors import DiscoveryError, InvalidArgumentError, InvalidRecordError
 from . import wire
 from ._runner import TrioThread
-from .host import load_or_create_key, make_host, parse_bootstrap, parse_listen
+from .host import load_or_create_key, make_host, parse_bootstrap, parse_listen, stop_auto_dialing
 from .records import Record, check_addrs, check_kind, check_run, dht_key, sign_record, verify_record
 from .routing import Contact, RecordStore, RoutingTable, key_id, node_id, peer_node_id
 
@@ -97,7 +97,7 @@ class Node:
             raise InvalidArgumentError("bootstrap must be a list of multiaddrs, not one string")
         self._listen = parse_listen(listen)
         self._bootstrap = [parse_bootstrap(b) for b in bootstrap]
-        self._announce = list(announce) if announce else None
+        self._announce = [str(parse_listen(a, "each announce address")) for a in announce] if announce else None
         self.server = bool(server)
         self.timeout = default_timeout(timeout)
         self._key = load_or_create_key(key_file)
@@ -134,6 +134,11 @@ class Node:
         if self._host is None:
             return []
         return [f"{a}/p2p/{self.peer_id}" for a in self._plain_addrs()]
+
+    @property
+    def running(self) -> bool:
+        """Started and not closed."""
+        return self._runner.running
 
     @property
     def routing_table_size(self) -> int:
@@ -185,6 +190,7 @@ class Node:
     async def _main(self, nursery: trio.Nursery) -> None:
         self._host = make_host(self._key, self._announce, self._bootstrap)
         await nursery.start(self._run_host)
+        await stop_auto_dialing(self._host)
         if self.server:
             self._host.set_stream_handler(wire.PROTOCOL, self._serve)
         if self._bootstrap:
@@ -210,7 +216,8 @@ class Node:
                 errors.append(f"{contact.peer_id[-8:]}: {e}")
         if answered == 0:
             raise DiscoveryError("no bootstrap node answered (" + "; ".join(errors) + ")")
-        await self._iterate(self._table.own_id, None)
+        if len(self._table) > 0:
+            await self._iterate(self._table.own_id, None)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -243,11 +250,11 @@ class Node:
                 finally:
                     await stream.close()
             return reply
+        except trio.Cancelled:
+            raise  # the caller gave up (its deadline): says nothing about the contact
         except BaseException as e:
             self._table.failed(contact.peer_id)
-            if isinstance(e, trio.Cancelled):
-                raise
-            raise DiscoveryError(f"{type(e).__name__}: {e}") from None
+            raise DiscoveryError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from None
 
     def _learn(self, reply: Any) -> list[Contact]:
         contacts = []
@@ -261,6 +268,10 @@ class Node:
         """Iterative lookup towards ``target``; with ``get_key`` also collects records.
         Returns the closest contacts that answered and the records found."""
         width = kReplication if get_key is None else kGetQuorum
+        if len(self._table) == 0 and self._bootstrap:
+            await self._join()  # every contact failed: start over from the bootstrap nodes
+        if len(self._table) == 0 and not self.server:
+            raise DiscoveryError("no DHT node is reachable (the routing table is empty and no bootstrap node was given)")
         known: dict[str, Contact] = {c.peer_id: c for c in self._table.closest(target, kReplication * 2)}
         asked: set[str] = set()
         answered: dict[str, Contact] = {}

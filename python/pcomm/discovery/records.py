@@ -24,7 +24,7 @@ from libp2p.crypto.keys import PrivateKey
 from libp2p.peer.id import ID
 
 from ..errors import InvalidArgumentError, InvalidRecordError
-from .signed import BadEnvelope, seal, unseal
+from .signed import BadEnvelope, parse_json, seal, unseal
 
 KINDS = ("coordinator", "relay", "peer")
 kMaxRecordBytes = 4096
@@ -120,7 +120,7 @@ def verify_record(raw: object, now: float) -> Record:
 
 def _parse_payload(text: str, raw: bytes | bytearray) -> Record:
     try:
-        p = json.loads(text)
+        p = parse_json(text)
         fields = (p["kind"], p["run"], p["publisher"], p["addrs"], p["seq"], p["expires"])
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidRecordError(f"malformed record payload: {e}") from None

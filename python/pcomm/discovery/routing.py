@@ -20,7 +20,7 @@ from libp2p.peer.id import ID
 from .records import Record
 
 kBucketSize = 20
-kMaxRecordsPerKey = 64  # publishers kept per (kind, run); the ones expiring first go
+kMaxRecordsPerKey = 64  # publishers kept per (kind, run); the longest-lived go first
 kMaxKeys = 4096  # keys one node stores; beyond this, new keys are refused
 
 
@@ -101,7 +101,9 @@ class RecordStore:
             return False
         entries[record.publisher] = record
         if len(entries) > kMaxRecordsPerKey:
-            del entries[min(entries.values(), key=lambda r: r.expires).publisher]
+            # Honest publishers use short ttls and refresh; a flood of day-long records
+            # should not push them out, so the record that claims to live longest goes.
+            del entries[max(entries.values(), key=lambda r: (r.expires, r.publisher)).publisher]
         return record.publisher in entries
 
     def get(self, key: bytes, now: float) -> list[Record]:

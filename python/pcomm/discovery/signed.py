@@ -21,6 +21,33 @@ from libp2p.peer.id import ID
 from ..errors import InvalidArgumentError
 
 
+kMaxDepth = 32  # nesting of JSON values pcomm accepts from the network
+
+
+def parse_json(data: bytes | str) -> object:
+    """json.loads for bytes from the network: ValueError (never RecursionError) for
+    anything that does not parse or nests deeper than ``kMaxDepth``."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if depth(value) > kMaxDepth:
+        raise ValueError(f"JSON nested deeper than {kMaxDepth} levels")
+    return value
+
+
+def depth(value: object) -> int:
+    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            d += 1
+            deepest = max(deepest, d)
+            stack.extend((x, d) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 class BadEnvelope(ValueError):
     """The envelope is malformed, unsigned or its signature does not verify."""
 
@@ -43,7 +70,7 @@ def unseal(raw: object, prefix: bytes, max_bytes: int) -> tuple[str, str]:
     if len(raw) > max_bytes:
         raise BadEnvelope(f"{len(raw)} bytes, over the {max_bytes}-byte limit")
     try:
-        envelope = json.loads(bytes(raw))
+        envelope = parse_json(bytes(raw))
         text, key_b64, sig_b64 = envelope["p"], envelope["k"], envelope["s"]
         if not all(isinstance(v, str) for v in (text, key_b64, sig_b64)):
             raise TypeError("envelope fields must be strings")

@@ -27,6 +27,8 @@ from typing import Any
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
+from .signed import parse_json
+
 PROTOCOL = TProtocol("/pcomm/kad/1.0.0")
 kMaxMessageBytes = 256 * 1024
 kMaxAddrsPerPeer = 8
@@ -53,9 +55,9 @@ async def read_message(stream: Any, limit: int = kMaxMessageBytes) -> Any:
         raise WireError(f"message of {length} bytes exceeds {limit}")
     body = await _read_exactly(stream, length)
     try:
-        return json.loads(body)
+        return parse_json(body)
     except ValueError as e:
-        raise WireError(f"message is not JSON: {e}") from None
+        raise WireError(f"message is not usable JSON: {e}") from None
 
 
 async def write_message(stream: Any, message: Any, limit: int = kMaxMessageBytes) -> None:

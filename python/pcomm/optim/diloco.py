@@ -15,11 +15,14 @@ step and throughput into the run's CRDT store (``pcomm progress`` shows them).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
 from ._outer import OuterState, all_reduce_mean, check_args
+
+log = logging.getLogger("pcomm.optim")
 
 
 class DiLoCo:
@@ -92,7 +95,10 @@ class DiLoCo:
         self.comm.update_topology()
         self._sync_state()
         if self.progress is not None:
-            self.progress.report(self.local_step, outer_step=self.outer_step, world_size=self.comm.world_size)
+            try:
+                self.progress.report(self.local_step, outer_step=self.outer_step, world_size=self.comm.world_size)
+            except Exception as e:  # metadata must never stop training
+                log.warning("progress report failed (training goes on): %s", e)
 
     def _sync_state(self) -> None:
         info = self.comm.sync_shared_state(self.outer.shared)

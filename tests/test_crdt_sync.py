@@ -1,0 +1,109 @@
+"""Replication edge cases with in-process replicas (two discovery nodes in this
+process): a backlog larger than one message, a subscriber that syncs from its callback,
+bad DHT records for the store, lifecycle errors and announcements that end."""
+
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("libp2p")
+
+from pcomm.crdt import Store
+from pcomm.crdt.replication import _record_run, kBatchBytes
+from pcomm.discovery import Node
+from pcomm.discovery.records import dht_key
+from pcomm.errors import InvalidArgumentError
+
+
+@pytest.fixture
+def two_nodes():
+    a = Node(timeout=20).start()
+    b = Node(bootstrap=[a.addrs[0]], timeout=20).start()
+    try:
+        yield a, b
+    finally:
+        b.close()
+        a.close()
+
+
+def wait_until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_a_backlog_larger_than_one_message_is_caught_up(two_nodes):
+    a, b = two_nodes
+    with Store("backlog", node=a, sync_interval=0.1, announce=False) as sa:
+        progress = sa.map("progress")
+        for i in range(6000):
+            progress[f"peer-{i:05d}"] = {"step": i, "samples": i * 32, "throughput": 1234.5, "note": "x" * 40}
+        held = sum(len(raw) for by_seq in sa._deltas.values() for raw in by_seq.values())
+        assert held > kBatchBytes  # needs more than one message
+        with Store("backlog", node=b, sync_interval=0.1, announce=False) as sb:
+            sb.add_replica(a.addrs[0])
+            wait_until(lambda: sb.writes == 6000, 60)
+            assert sb.fingerprint() == sa.fingerprint()
+
+
+def test_a_subscriber_may_sync_from_its_callback(two_nodes):
+    a, b = two_nodes
+    with Store("callbacks", node=a, sync_interval=0.1) as sa, Store("callbacks", node=b, sync_interval=0.1) as sb:
+        sa.add_replica(b.addrs[0])
+        answered = []
+        sa.subscribe(lambda change: answered.append(sa.sync_now(timeout=5)) if change.value is False else None)
+        shards = sa.set("shards")
+        shards.add("s1")
+        done = threading.Event()
+        threading.Thread(target=lambda: (shards.remove("s1"), done.set()), daemon=True).start()
+        assert done.wait(10), "remove() deadlocked with a subscriber that syncs"
+        assert answered == [1]
+        wait_until(lambda: sb.fingerprint() == sa.fingerprint(), 10)
+        assert sb.set("shards").to_list() == []
+
+
+def test_bad_replica_records_do_not_hide_the_good_ones(two_nodes):
+    a, b = two_nodes
+    with Node(bootstrap=[a.addrs[0]], timeout=20).start() as mallory:
+        run = _record_run("records")
+        mallory.publish("peer", run, ["not-a-multiaddr"], ttl=60)
+        with Store("records", node=a, sync_interval=0.1) as sa, Store("records", node=b, sync_interval=0.1) as sb:
+            wait_until(lambda: sa.replicas == 1 and sb.replicas == 1, 20)
+            # Mallory's record is there too (the oldest); it names no usable replica.
+            assert len(b.lookup("peer", run)) == 3
+            sa.map("m")["k"] = 1
+            wait_until(lambda: sb.map("m").get("k") == 1, 10)
+
+
+def test_lifecycle_errors_are_clear_and_close_ends_the_announcement(two_nodes):
+    a, b = two_nodes
+    with pytest.raises(InvalidArgumentError, match="must be started"):
+        Store("life", node=Node())
+    store = Store("life", node=a)
+    with pytest.raises(InvalidArgumentError, match="already open on this node"):
+        Store("life", node=a)
+    wait_until(lambda: len(b.lookup("peer", _record_run("life"))) == 1, 10)
+    store.close()
+    with pytest.raises(InvalidArgumentError, match="closed"):
+        store.map("m")["k"] = 1
+    again = Store("life", node=a)  # the name is free again
+    again.close()
+    # No refresh task of the closed stores keeps running on the node.
+    tasks = a._runner.call(_task_names, timeout=5, what="list tasks")
+    assert not any("_discover" in t or "_refresh_announcement" in t for t in tasks), tasks
+    assert dht_key("peer", _record_run("life"))  # (the record itself expires within its ttl)
+
+
+async def _task_names():
+    import trio
+
+    root = trio.lowlevel.current_root_task()
+    names, stack = [], [root]
+    while stack:
+        task = stack.pop()
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return names
