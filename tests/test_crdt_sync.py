@@ -40,7 +40,7 @@ def test_a_backlog_larger_than_one_message_is_caught_up(two_nodes):
         progress = sa.map("progress")
         for i in range(6000):
             progress[f"peer-{i:05d}"] = {"step": i, "samples": i * 32, "throughput": 1234.5, "note": "x" * 40}
-        held = sum(len(raw) for by_seq in sa._deltas.values() for raw in by_seq.values())
+        held = sum(len(raw) for deltas in sa._deltas.values() for raw in deltas)
         assert held > kBatchBytes  # needs more than one message
         with Store("backlog", node=b, sync_interval=0.1, announce=False) as sb:
             sb.add_replica(a.addrs[0])
@@ -107,3 +107,67 @@ async def _task_names():
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
     return names
+
+
+def test_one_store_per_database_and_valid_intervals(tmp_path):
+    from pcomm.errors import IoError
+
+    path = str(tmp_path / "one.db")
+    with Store("solo", path=path):
+        with pytest.raises(IoError, match="open in another Store"):
+            Store("solo", path=path)
+    with Store("solo", path=path) as again:  # free once the first is closed
+        again.map("m")["k"] = 1
+    with pytest.raises(InvalidArgumentError, match="sync_interval"):
+        Store("solo", sync_interval=float("nan"))
+
+
+def test_stores_opened_from_many_threads_are_all_served(two_nodes):
+    a, b = two_nodes
+    opened = {}
+    threads = [threading.Thread(target=lambda n=n: opened.__setitem__(n, Store(f"t{n}", node=a, sync_interval=0.1))) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert sorted(a._crdt_stores) == [f"t{n}" for n in range(4)]
+        for n, store in opened.items():
+            store.counter("c").increment(n + 1)
+        mirrors = [Store(f"t{n}", node=b, sync_interval=0.1) for n in range(4)]
+        try:
+            for n, m in enumerate(mirrors):
+                m.add_replica(a.addrs[0])
+                wait_until(lambda m=m, n=n: m.counter("c").value == n + 1, 15)
+        finally:
+            for m in mirrors:
+                m.close()
+    finally:
+        for store in opened.values():
+            store.close()
+
+
+def test_close_from_a_change_callback_returns_and_closes(two_nodes):
+    a, b = two_nodes
+    with Store("closing", node=a, sync_interval=0.1) as sa:
+        sb = Store("closing", node=b, sync_interval=0.1)
+        sb.add_replica(a.addrs[0])
+        closed = threading.Event()
+        sb.subscribe(lambda change: (sb.close(), closed.set()))
+        sa.map("m")["k"] = 1
+        assert closed.wait(15)
+        with pytest.raises(InvalidArgumentError, match="closed"):
+            sb.map("m")["k"] = 2
+
+
+def test_hostile_messages_are_refused_whole():
+    from pcomm.crdt.replication import _batch_budget, _decode, kBatchBytes, kMaxMessageBytes
+    from pcomm.discovery.wire import WireError
+
+    for message in ({"deltas": [""] * 10}, {"deltas": ["QUFB"] * 20_001}, {"deltas": [1]}, {"deltas": "x"}, []):
+        with pytest.raises(WireError):
+            _decode(message)
+    assert _batch_budget({}) == kBatchBytes
+    big = {f"{'w' * 52}/{n:016x}": n for n in range(20_000)}
+    assert 0 < _batch_budget(big) < kBatchBytes
+    assert _batch_budget({"w" * (kMaxMessageBytes): 1}) == 0

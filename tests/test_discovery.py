@@ -311,6 +311,12 @@ def test_unstarted_and_restarted_nodes_say_so():
         node.start()
     with pytest.raises(InvalidArgumentError, match="each announce address"):
         Node(announce=["198.18.0.1:4001"])
+    with Node().start() as running:
+        async def blocking_call_inside():
+            running.lookup("relay", "x")
+
+        with pytest.raises(InvalidArgumentError, match="own thread would never return"):
+            running._runner.call(blocking_call_inside, timeout=5, what="nested")
 
 
 def wire_protocol():

@@ -177,3 +177,29 @@ def test_deeply_nested_json_is_malformed_not_a_crash():
     with pytest.raises(ValueError, match="deeper than 32"):
         parse_json(b"[" * 40 + b"]" * 40)
     assert parse_json(b"[" * 32 + b"]" * 32) is not None
+
+
+def test_an_expiry_too_large_for_a_float_is_malformed():
+    key = create_new_key_pair()
+    payload = json.loads(json.loads(signed(key.private_key).raw)["p"])
+    payload["expires"] = 10**400
+    with pytest.raises(InvalidRecordError, match="malformed"):
+        verify_record(forge(payload, key.private_key), NOW)
+
+
+def test_cancellation_is_found_inside_exception_groups():
+    import trio
+
+    from pcomm.discovery._runner import has_cancelled
+
+    async def cancelled():
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await trio.sleep(1)
+            except trio.Cancelled as e:
+                return e
+
+    c = trio.run(cancelled)
+    assert has_cancelled(BaseExceptionGroup("outer", [ValueError(), BaseExceptionGroup("inner", [c])]))
+    assert not has_cancelled(ExceptionGroup("outer", [ValueError(), KeyError()]))

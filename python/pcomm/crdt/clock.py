@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+kMaxCounter = 2**32  # deltas.py refuses counters at or above this
 kMaxDriftMs = 24 * 3600 * 1000  # remote timestamps further ahead than this do not move our clock
 
 
@@ -26,6 +27,8 @@ class HLC:
             wall = self._now_ms()
             if wall > self._wall:
                 self._wall, self._counter = wall, 0
+            elif self._counter + 1 >= kMaxCounter:
+                self._wall, self._counter = self._wall + 1, 0  # counter full: borrow the next ms
             else:
                 self._counter += 1
             return self._wall, self._counter

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
+import threading
 from typing import Any
 
 import trio
@@ -35,7 +37,7 @@ from ..discovery import wire
 from ..discovery.host import parse_bootstrap
 from ..discovery.node import Announcement
 from ..discovery.records import dht_key
-from ..errors import DiscoveryError, InvalidArgumentError
+from ..errors import InvalidArgumentError, PcommError
 
 log = logging.getLogger("pcomm.crdt")
 
@@ -43,8 +45,11 @@ PROTOCOL = TProtocol("/pcomm/crdt/1.0.0")
 kMaxMessageBytes = 4 * 1024 * 1024
 kBatchBytes = 2 * 1024 * 1024  # raw deltas per message: base64 makes 8/3 MiB, under the limit
 kMaxWriters = 20_000  # digest entries accepted from a remote replica (about 1.3 MiB)
+kMaxDeltasPerMessage = 20_000
+kMessageSlack = 64 * 1024  # bytes kept free in a message beside the digest and deltas
 kExchangeTimeout = 5.0  # seconds for one exchange, dial included
-kLookupInterval = 5.0  # seconds between DHT lookups for replicas
+kLookupInterval = 5.0  # seconds between DHT lookups for replicas (1 s while none is known)
+kLookupTimeout = 10.0  # seconds for one publish or lookup
 kRecordTtl = 60.0
 kMaxFailures = 3  # exchanges in a row a replica may fail before it is forgotten
 
@@ -53,8 +58,12 @@ def _record_run(store_name: str) -> str:
     return f"crdt:{store_name}"
 
 
+_registry_lock = threading.Lock()  # stores opened on one node from several threads
+
+
 def _handler_registry(node: Any) -> dict:
-    """Stores sharing a node share one protocol handler, dispatching by store name."""
+    """Stores sharing a node share one protocol handler, dispatching by store name.
+    Called with ``_registry_lock`` held."""
     registry = getattr(node, "_crdt_stores", None)
     if registry is not None:
         return registry
@@ -64,13 +73,10 @@ def _handler_registry(node: Any) -> dict:
         try:
             with trio.fail_after(kExchangeTimeout):
                 await _serve(registry, stream)
-            await stream.close()
+            await wire.close_quietly(stream)
         except Exception as e:
             log.info("dropping a CRDT stream: %s: %s", type(e).__name__, e)
-            try:
-                await stream.reset()
-            except Exception:
-                pass
+            await wire.close_quietly(stream, reset=True)
 
     node._runner.call(_set_handler, node, handle, timeout=5.0, what="register the CRDT protocol")
     node._crdt_stores = registry  # only once the handler is in place
@@ -89,11 +95,17 @@ async def _serve(registry: dict, stream: Any) -> None:
     theirs = _parse_digest(hello.get("digest"))
     store = replicator.store
     ours = await trio.to_thread.run_sync(store.digest)
-    missing = await trio.to_thread.run_sync(store.missing_for, theirs, kBatchBytes)
+    missing = await trio.to_thread.run_sync(store.missing_for, theirs, _batch_budget(ours))
     await wire.write_message(stream, {"digest": ours, "deltas": _encode(missing)}, kMaxMessageBytes)
     reply = await wire.read_message(stream, kMaxMessageBytes)
     await trio.to_thread.run_sync(store.receive, _decode(reply))
     replicator.learn(stream.muxed_conn.peer_id)
+
+
+def _batch_budget(digest: dict[str, int]) -> int:
+    """Raw delta bytes that fit in a message beside ``digest`` (base64 adds a third)."""
+    room = kMaxMessageBytes - len(json.dumps(digest)) - kMessageSlack
+    return max(0, min(kBatchBytes, room * 3 // 4))
 
 
 def _parse_digest(value: Any) -> dict[str, int]:
@@ -111,10 +123,12 @@ def _encode(raws: list[bytes]) -> list[str]:
 
 def _decode(message: Any) -> list[bytes]:
     deltas = message.get("deltas") if isinstance(message, dict) else None
-    if not isinstance(deltas, list):
-        raise wire.WireError("deltas must be a list")
+    if not isinstance(deltas, list) or len(deltas) > kMaxDeltasPerMessage:
+        raise wire.WireError(f"deltas must be a list of at most {kMaxDeltasPerMessage}")
+    if not all(isinstance(d, str) and d for d in deltas):
+        raise wire.WireError("deltas must be non-empty base64 strings")
     try:
-        return [base64.b64decode(d, validate=True) for d in deltas if isinstance(d, str)]
+        return [base64.b64decode(d, validate=True) for d in deltas]
     except (ValueError, binascii.Error):
         raise wire.WireError("deltas must be base64 strings") from None
 
@@ -133,10 +147,11 @@ class Replicator:
         self._done: trio.Event | None = None
 
     def start(self) -> None:
-        registry = _handler_registry(self._node)
-        if self.store.name in registry:
-            raise InvalidArgumentError(f"store '{self.store.name}' is already open on this node: share that Store object")
-        registry[self.store.name] = self
+        with _registry_lock:
+            registry = _handler_registry(self._node)
+            if self.store.name in registry:
+                raise InvalidArgumentError(f"store '{self.store.name}' is already open on this node: share that Store object")
+            registry[self.store.name] = self
         try:
             self._node._runner.call(self._start, timeout=5.0, what="start CRDT replication")
         except BaseException:
@@ -151,19 +166,24 @@ class Replicator:
 
     def stop(self) -> None:
         """Ends syncing and the DHT announcement (its record expires within its ttl)."""
-        registry = getattr(self._node, "_crdt_stores", {})
-        if registry.get(self.store.name) is self:
-            del registry[self.store.name]
+        with _registry_lock:
+            registry = getattr(self._node, "_crdt_stores", {})
+            if registry.get(self.store.name) is self:
+                del registry[self.store.name]
         if self._node._runner.running and self._scope is not None:
             try:
                 self._node._runner.call(self._cancel, timeout=5.0, what="stop CRDT replication")
-            except DiscoveryError:
-                pass
+            except PcommError as e:  # the node is closing too: nothing left to stop
+                log.info("store %s: stopping replication: %s", self.store.name, e)
 
     async def _cancel(self) -> None:
-        if self._scope is not None:
+        if self._scope is not None and self._done is not None:
             self._scope.cancel()
-            await self._done.wait()  # stop() returns once nothing of this store runs
+            # Normally stop() returns once nothing of this store runs; a worker thread
+            # that calls close() from a change callback is one of those, so do not wait
+            # for ever.
+            with trio.move_on_after(2.0):
+                await self._done.wait()
 
     def wake(self) -> None:
         """Asks for a round soon (after a local write). Any thread."""
@@ -204,17 +224,33 @@ class Replicator:
             with scope:  # cancelled by stop(): ends syncing, discovery and the announcement
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._discover)
-                    await self._sync_loop()
+                    await self._sync_loop(nursery)
+        except Exception:  # a bug here must not take the node (and its other stores) down
+            log.exception("store %s: replication stopped by an error", self.store.name)
         finally:
+            assert self._done is not None
             self._done.set()
 
-    async def _sync_loop(self) -> None:
+    async def _sync_loop(self, nursery: trio.Nursery) -> None:
+        """Starts an exchange with every replica each tick; a replica whose last
+        exchange still runs (a slow or black-holed peer) is skipped, not waited for."""
+        busy: set[str] = set()
+
+        async def one(key: str, info: PeerInfo) -> None:
+            try:
+                await self._exchange_counted(key, info)
+            finally:
+                busy.discard(key)
+
         while True:
             with trio.move_on_after(self._interval):
                 assert self._wake is not None
                 await self._wake.wait()
             self._wake = trio.Event()
-            await self._round()
+            for key, info in list(self._replicas.items()):
+                if key not in busy:
+                    busy.add(key)
+                    nursery.start_soon(one, key, info)
             await trio.sleep(0.01)  # coalesce bursts of writes into one round
 
     async def _discover(self) -> None:
@@ -226,18 +262,20 @@ class Replicator:
             now = trio.current_time()
             if self._announce and (published_at is None or now - published_at >= kRecordTtl / 3):
                 try:
-                    if await node._publish_once(announcement) > 0:
-                        published_at = now
+                    with trio.fail_after(kLookupTimeout):
+                        if await node._publish_once(announcement) > 0:
+                            published_at = now
                 except Exception as e:
-                    log.info("store %s: publishing this replica failed: %s", self.store.name, e)
+                    log.info("store %s: publishing this replica failed: %r", self.store.name, e)
+            records = []
             try:
-                records = await node._get(dht_key("peer", _record_run(self.store.name)))
+                with trio.fail_after(kLookupTimeout):
+                    records = await node._get(dht_key("peer", _record_run(self.store.name)))
             except Exception as e:
-                log.info("store %s: looking up replicas failed: %s", self.store.name, e)
-                records = []
+                log.info("store %s: looking up replicas failed: %r", self.store.name, e)
             for record in records:
                 self._consider(record)
-            await trio.sleep(kLookupInterval if self._replicas else 0.5)
+            await trio.sleep(kLookupInterval if self._replicas else 1.0)
 
     def _consider(self, record: Any) -> None:
         """Adds the replica a DHT record names, if the record is usable."""
@@ -252,26 +290,33 @@ class Replicator:
         self._replicas.setdefault(record.publisher, info)
 
     async def _round(self) -> int:
+        """One exchange with every known replica, waited for (``sync_now``)."""
         answered = 0
 
         async def one(key: str, info: PeerInfo) -> None:
             nonlocal answered
-            try:
-                with trio.fail_after(kExchangeTimeout):
-                    await self._exchange(info)
-                answered += 1
-                self._failures.pop(key, None)
-            except Exception as e:
-                log.debug("store %s: sync with %s failed: %s", self.store.name, key, repr(e))
-                self._failures[key] = self._failures.get(key, 0) + 1
-                if self._failures[key] >= kMaxFailures and key not in self._pinned:
-                    self._replicas.pop(key, None)
-                    self._failures.pop(key, None)
+            answered += await self._exchange_counted(key, info)
 
         async with trio.open_nursery() as nursery:
             for key, info in list(self._replicas.items()):
                 nursery.start_soon(one, key, info)
         return answered
+
+    async def _exchange_counted(self, key: str, info: PeerInfo) -> int:
+        """One exchange; 1 if it worked. A replica failing kMaxFailures in a row is
+        forgotten (unless pinned) until discovery brings it back."""
+        try:
+            with trio.fail_after(kExchangeTimeout):
+                await self._exchange(info)
+        except Exception as e:
+            log.debug("store %s: sync with %s failed: %r", self.store.name, key, e)
+            self._failures[key] = self._failures.get(key, 0) + 1
+            if self._failures[key] >= kMaxFailures and key not in self._pinned:
+                self._replicas.pop(key, None)
+                self._failures.pop(key, None)
+            return 0
+        self._failures.pop(key, None)
+        return 1
 
     async def _exchange(self, info: PeerInfo) -> None:
         host = self._node._host
@@ -284,7 +329,7 @@ class Replicator:
             reply = await wire.read_message(stream, kMaxMessageBytes)
             theirs = _parse_digest(reply.get("digest") if isinstance(reply, dict) else None)
             await trio.to_thread.run_sync(store.receive, _decode(reply))
-            missing = await trio.to_thread.run_sync(store.missing_for, theirs, kBatchBytes)
+            missing = await trio.to_thread.run_sync(store.missing_for, theirs, _batch_budget({}))
             await wire.write_message(stream, {"deltas": _encode(missing)}, kMaxMessageBytes)
         finally:
-            await stream.close()
+            await wire.close_quietly(stream)

@@ -8,6 +8,7 @@ Opening a store replays the rows (merge is order-free, so replay order does not 
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 
@@ -16,6 +17,16 @@ from ..errors import IoError
 
 class DeltaLog:
     def __init__(self, path: str) -> None:
+        # One Store per database: two writers sharing a log (and so a writer id) would
+        # spend the same seqs twice. An exclusive lock on a side file says so at open.
+        try:
+            self._lock_file = open(path + ".lock", "a")
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise IoError(f"{path} is open in another Store (this process or another): one Store per database") from None
+        except OSError as e:
+            raise IoError(f"cannot open the CRDT store database {path}: {e}") from None
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -27,8 +38,10 @@ class DeltaLog:
             self._db.execute("CREATE TABLE IF NOT EXISTS writers (store TEXT NOT NULL, peer TEXT NOT NULL, "
                              "incarnation TEXT NOT NULL, PRIMARY KEY (store, peer))")
         except sqlite3.Error as e:
+            self._lock_file.close()
             raise IoError(f"cannot open the CRDT store database {path}: {e}") from None
         if mode.lower() != "wal":
+            self._lock_file.close()
             raise IoError(f"{path}: SQLite refused WAL mode (got {mode}); use a local file system")
         self._lock = threading.Lock()
 
@@ -67,3 +80,4 @@ class DeltaLog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._lock_file.close()  # releases the flock

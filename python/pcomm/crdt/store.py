@@ -27,6 +27,7 @@ from libp2p.peer.id import ID
 
 from ..discovery.host import load_or_create_key
 from ..discovery.records import check_run
+from .._timeouts import to_seconds
 from ..errors import InvalidArgumentError
 from .clock import HLC
 from .deltas import Delta, InvalidDeltaError, check_name, make_writer, sign_delta, verify_delta
@@ -73,6 +74,7 @@ class Store:
             raise InvalidArgumentError(f"store name must be 1..120 printable characters without spaces, got {name!r}") from None
         if len(name) > 120:
             raise InvalidArgumentError(f"store name must be 1..120 printable characters without spaces, got {len(name)} characters")
+        sync_interval = to_seconds(sync_interval, "sync_interval")
         if node is not None and not node.running:
             raise InvalidArgumentError("the discovery node must be started (node.start()) before a store uses it")
         self.name = name
@@ -88,8 +90,11 @@ class Store:
         self._closed = False
         self._clock = HLC()
         self._objects: dict[tuple[str, str], Any] = {}  # (name, type) -> CRDT
-        self._deltas: dict[str, dict[int, bytes]] = {}  # writer -> seq -> signed delta
-        self._contiguous: dict[str, int] = {}
+        # Per writer, its deltas in seq order: deltas[w][i] has seq i + 1. A replica only
+        # accepts a writer's next seq, so there are never gaps (a gap would let one
+        # writer's stuck tail fill every batch and starve the others).
+        self._deltas: dict[str, list[bytes]] = {}
+        self._text_ids: dict[str, list[bytes]] = {}  # hashes of the signed payloads, same order
         self._raw_ids: set[bytes] = set()  # hashes of the held deltas' bytes
         self._subscribers: list[Callable[[Change], None]] = []
         self.rejected = 0  # deltas refused (bad signature, malformed, wrong store, equivocation)
@@ -151,14 +156,15 @@ class Store:
         return hashlib.sha256(canonical(state).encode()).hexdigest()
 
     def digest(self) -> dict[str, int]:
-        """Per writer, the highest seq up to which this replica holds every delta."""
+        """Per writer, the highest seq this replica holds (it holds every one below)."""
         with self._lock:
-            return dict(self._contiguous)
+            return {w: len(d) for w, d in self._deltas.items()}
 
     @property
     def replicas(self) -> int:
         """Other replicas this one knows and syncs with."""
-        return self._replicator.replica_count if self._replicator is not None else 0
+        replicator = self._replicator
+        return replicator.replica_count if replicator is not None else 0
 
     @property
     def writes(self) -> int:
@@ -205,65 +211,67 @@ class Store:
             d = make(current if current is not None else TYPES[type_name]())
             if d is None:
                 return
-            seq = self._contiguous.get(self.writer, 0) + 1
+            seq = len(self._deltas.get(self.writer, ())) + 1
             delta = sign_delta(self._key.private_key, self.name, seq, obj, type_name, d, self._incarnation)
             if self._log is not None:
                 self._log.append(self.name, [(delta.writer, delta.seq, delta.raw)])  # durable first
             changes = self._apply(delta, local=True)
         self._notify(changes)
-        if self._replicator is not None:
-            self._replicator.wake()
+        replicator = self._replicator
+        if replicator is not None:
+            replicator.wake()
 
     def receive(self, raws: list[bytes]) -> int:
         """Verifies and applies deltas from another replica; returns how many were new.
-        Bad deltas are counted in ``rejected``, logged and skipped."""
-        checked: list[Delta] = []
-        bad = 0
+        Bad deltas are counted in ``rejected`` and skipped (one warning per batch). A
+        writer's deltas are taken in seq order only: one beyond a gap waits for the
+        next round, which brings the missing one first."""
         with self._lock:  # exact copies of held deltas arrive often (full mesh): skip them cheaply
             raws = [r for r in raws if _raw_id(r) not in self._raw_ids]
+        checked: list[Delta] = []
+        bad, first_error = 0, ""
         for raw in raws:  # signature checks: outside the lock
             try:
                 checked.append(verify_delta(raw, self.name))
             except InvalidDeltaError as e:
-                bad += 1
-                log.warning("store %s: rejecting a delta: %s", self.name, e)
-        changes: list[Change] = []
+                bad, first_error = bad + 1, first_error or str(e)
+        if bad:
+            log.warning("store %s: rejected %d delta(s), first: %s", self.name, bad, first_error)
+        checked.sort(key=lambda d: (d.writer, d.seq))
+        fresh: list[Delta] = []
         with self._lock:
             self.rejected += bad
             if self._closed:
                 return 0
-            fresh: dict[tuple[str, int], Delta] = {}
+            next_seq: dict[str, int] = {}
             for d in checked:
-                held = self._deltas.get(d.writer, {}).get(d.seq)
-                if held == d.raw:
-                    continue
-                held_text = verify_delta(held, self.name).text if held is not None else None
-                if (d.writer, d.seq) in fresh:
-                    held_text = fresh[(d.writer, d.seq)].text
-                if held_text is not None:
-                    if held_text != d.text:  # the writer signed two different deltas with one seq
+                n = next_seq.get(d.writer, len(self._deltas.get(d.writer, ())))
+                if d.seq <= n:  # held already (or earlier in this batch): same payload?
+                    held = self._text_ids[d.writer][d.seq - 1] if d.seq <= len(self._text_ids.get(d.writer, ())) else None
+                    if held is None:
+                        held = next(_text_id(f.text) for f in fresh if (f.writer, f.seq) == (d.writer, d.seq))
+                    if held != _text_id(d.text):
                         self.rejected += 1
                         log.warning("store %s: writer %s equivocates on seq %d; keeping the first", self.name, d.writer, d.seq)
                     continue
-                fresh[(d.writer, d.seq)] = d
+                if d.seq == n + 1:
+                    fresh.append(d)
+                    next_seq[d.writer] = n + 1
             if fresh and self._log is not None:
-                self._log.append(self.name, [(d.writer, d.seq, d.raw) for d in fresh.values()])
-            for d in fresh.values():
+                self._log.append(self.name, [(d.writer, d.seq, d.raw) for d in fresh])
+            changes: list[Change] = []
+            for d in fresh:
                 changes += self._apply(d, local=False)
         self._notify(changes)
         return len(fresh)
 
     def missing_for(self, digest: dict[str, int], max_bytes: int) -> list[bytes]:
-        """Deltas this replica holds beyond ``digest``, oldest first per writer, up to
-        about ``max_bytes`` in total."""
+        """Deltas this replica holds beyond ``digest``, in seq order per writer, up to
+        about ``max_bytes`` in total (at least one if any is missing)."""
         out, size = [], 0
         with self._lock:
-            for writer, by_seq in sorted(self._deltas.items()):
-                held = digest.get(writer, 0)
-                if len(by_seq) == self._contiguous.get(writer, 0) <= held:
-                    continue  # no gaps here, and they hold all we hold of this writer
-                for seq in sorted(s for s in by_seq if s > held):
-                    raw = by_seq[seq]
+            for writer, held in sorted(self._deltas.items()):
+                for raw in held[digest.get(writer, 0):]:
                     if size + len(raw) > max_bytes and out:
                         return out
                     out.append(raw)
@@ -271,29 +279,32 @@ class Store:
         return out
 
     def _apply(self, delta: Delta, local: bool) -> list[Change]:
+        """Applies the writer's next delta (callers guarantee the order)."""
         obj = self._objects.get((delta.obj, delta.type))
         if obj is None:
             obj = self._objects[(delta.obj, delta.type)] = TYPES[delta.type]()
         if delta.type == "lww":
             self._clock.observe(tuple(delta.d["ts"]))
-        by_seq = self._deltas.setdefault(delta.writer, {})
-        by_seq[delta.seq] = delta.raw
+        self._deltas.setdefault(delta.writer, []).append(delta.raw)
+        self._text_ids.setdefault(delta.writer, []).append(_text_id(delta.text))
         self._raw_ids.add(_raw_id(delta.raw))
-        n = self._contiguous.get(delta.writer, 0)
-        while n + 1 in by_seq:
-            n += 1
-        self._contiguous[delta.writer] = n
         return [Change(delta.obj, delta.type, k, v, delta.writer, local) for k, v in obj.apply(delta.d, delta.writer, delta.seq)]
 
     def _replay(self, raws: list[bytes]) -> None:
+        deltas = []
         for raw in raws:
             try:
-                delta = verify_delta(raw, self.name)
+                deltas.append(verify_delta(raw, self.name))
             except InvalidDeltaError as e:
                 self.rejected += 1
                 log.error("store %s: skipping a damaged row of the database: %s", self.name, e)
-                continue
-            self._apply(delta, local=delta.writer == self.writer)
+        deltas.sort(key=lambda d: (d.writer, d.seq))
+        for d in deltas:
+            if d.seq == len(self._deltas.get(d.writer, ())) + 1:
+                self._apply(d, local=d.writer == self.writer)
+            else:
+                log.error("store %s: the database lacks seq %d of writer %s; later ones are skipped",
+                          self.name, len(self._deltas.get(d.writer, ())) + 1, d.writer)
 
     def _notify(self, changes: list[Change]) -> None:
         if not changes:
@@ -312,27 +323,30 @@ class Store:
     def sync_now(self, timeout: float = 10.0) -> int:
         """Runs one anti-entropy round with every known replica now; returns how many
         answered."""
-        if self._replicator is None:
-            return 0
-        return self._replicator.sync_now(timeout)
+        replicator = self._replicator
+        return replicator.sync_now(timeout) if replicator is not None else 0
 
     def add_replica(self, multiaddr: str) -> None:
         """Syncs with the node at ``multiaddr`` (``.../p2p/PEER_ID``) as well as with the
         replicas found through the DHT."""
-        if self._replicator is None:
-            raise InvalidArgumentError("this store has no node: pass node= to replicate")
-        self._replicator.add(multiaddr)
+        replicator = self._replicator
+        if replicator is None:
+            raise InvalidArgumentError("this store has no node (or is closed): pass node= to replicate")
+        replicator.add(multiaddr)
 
     def close(self) -> None:
         """Stops replication and closes the database; later writes raise. Idempotent."""
-        replicator, self._replicator = self._replicator, None
-        if replicator is not None:
-            replicator.stop()
         with self._lock:
             self._closed = True
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+        replicator, self._replicator = self._replicator, None
+        try:
+            if replicator is not None:
+                replicator.stop()
+        finally:
+            with self._lock:
+                if self._log is not None:
+                    self._log.close()
+                    self._log = None
 
     def __enter__(self) -> "Store":
         return self
@@ -343,6 +357,10 @@ class Store:
 
 def _raw_id(raw: bytes) -> bytes:
     return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def _text_id(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 class MapView:

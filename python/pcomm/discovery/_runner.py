@@ -34,6 +34,13 @@ def leaf_error(error: BaseException) -> BaseException:
     return error
 
 
+def has_cancelled(error: BaseException) -> bool:
+    """True if ``error`` is, or a (nested) exception group holds, trio.Cancelled."""
+    if isinstance(error, BaseExceptionGroup):
+        return any(has_cancelled(e) for e in error.exceptions)
+    return isinstance(error, trio.Cancelled)
+
+
 def as_pcomm_error(error: BaseException, what: str) -> BaseException:
     leaf = leaf_error(error)
     if isinstance(leaf, (PcommError, KeyboardInterrupt, SystemExit)):
@@ -130,6 +137,8 @@ class TrioThread:
         return future
 
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float, what: str) -> Any:
+        if self._thread is threading.current_thread():
+            raise InvalidArgumentError(f"{what}: a blocking call from the discovery node's own thread would never return")
         future = self.submit(fn, *args, timeout=timeout, what=what)
         # The deadline is enforced inside trio; wait in slices so Ctrl-C works, and never
         # with future.result(timeout): its TimeoutError is the builtin one, which

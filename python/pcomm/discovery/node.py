@@ -30,7 +30,7 @@ import multiaddr
 from .._timeouts import default_timeout, to_seconds
 from ..errors import DiscoveryError, InvalidArgumentError, InvalidRecordError
 from . import wire
-from ._runner import TrioThread
+from ._runner import TrioThread, has_cancelled
 from .host import load_or_create_key, make_host, parse_bootstrap, parse_listen, stop_auto_dialing
 from .records import Record, check_addrs, check_kind, check_run, dht_key, sign_record, verify_record
 from .routing import Contact, RecordStore, RoutingTable, key_id, node_id, peer_node_id
@@ -248,11 +248,11 @@ class Node:
                     await wire.write_message(stream, message)
                     reply = await wire.read_message(stream)
                 finally:
-                    await stream.close()
+                    await wire.close_quietly(stream)
             return reply
-        except trio.Cancelled:
-            raise  # the caller gave up (its deadline): says nothing about the contact
         except BaseException as e:
+            if has_cancelled(e):
+                raise  # the caller gave up (its deadline): says nothing about the contact
             self._table.failed(contact.peer_id)
             raise DiscoveryError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from None
 
@@ -314,7 +314,7 @@ class Node:
         for raw in raws:
             try:
                 record = verify_record(raw, now)
-            except InvalidRecordError as e:
+            except (InvalidRecordError, ValueError, OverflowError, TypeError) as e:  # one bad record, not the lookup
                 self.rejected_records += 1
                 log.warning("dropping a bad record from %s: %s", contact.peer_id[-8:], e)
                 continue
@@ -391,13 +391,10 @@ class Node:
                 if request.caller_addrs:
                     self._table.seen(Contact(caller.to_base58(), request.caller_addrs, node_id(caller.to_bytes())))
                 await wire.write_message(stream, self._answer(request))
-            await stream.close()
+            await wire.close_quietly(stream)
         except Exception as e:
             log.info("dropping a DHT stream: %s: %s", type(e).__name__, e)
-            try:
-                await stream.reset()
-            except Exception:
-                pass
+            await wire.close_quietly(stream, reset=True)
 
     def _answer(self, request: wire.Request) -> dict[str, Any]:
         closest = wire.encode_peers(self._table.closest(key_id(request.key), kReplication * 2))
@@ -405,8 +402,13 @@ class Node:
         if request.op == "find_node":
             return {"peers": closest}
         if request.op == "get":
-            records = self._store.get(request.key, now)[: wire.kMaxRecordsPerReply]
-            return {"peers": closest, "records": [_b64(r.raw) for r in records]}
+            records, size = [], 0
+            for r in sorted(self._store.get(request.key, now), key=lambda r: r.expires)[: wire.kMaxRecordsPerReply]:
+                size += len(r.raw) * 4 // 3 + 4
+                if size > wire.kMaxMessageBytes // 2:
+                    break  # keep the reply well under the message limit
+                records.append(_b64(r.raw))
+            return {"peers": closest, "records": records}
         assert request.record is not None
         try:
             record = verify_record(request.record, now)

@@ -133,6 +133,10 @@ def _parse_payload(text: str, raw: bytes | bytearray) -> Record:
         raise InvalidRecordError(f"malformed record payload: {e}") from None
     if not isinstance(publisher, str) or isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise InvalidRecordError("malformed record payload: publisher must be a string and seq a non-negative int")
-    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not math.isfinite(expires):
+    try:
+        finite = not isinstance(expires, bool) and isinstance(expires, (int, float)) and math.isfinite(float(expires))
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
         raise InvalidRecordError("malformed record payload: expires must be a finite number")
     return Record(kind, run, publisher, addrs, seq, float(expires), bytes(raw))

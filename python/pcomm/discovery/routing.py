@@ -90,9 +90,11 @@ class RecordStore:
 
     def put(self, key: bytes, record: Record, now: float) -> bool:
         """Stores ``record`` unless an equal or newer one from its publisher is kept."""
-        self.expire(now)
+        self._expire_key(key, now)
         entries = self._by_key.get(key)
         if entries is None:
+            if len(self._by_key) >= kMaxKeys:
+                self.expire(now)  # full: make room from expired keys first
             if len(self._by_key) >= kMaxKeys:
                 return False
             entries = self._by_key[key] = {}
@@ -107,16 +109,23 @@ class RecordStore:
         return record.publisher in entries
 
     def get(self, key: bytes, now: float) -> list[Record]:
-        self.expire(now)
+        self._expire_key(key, now)
         return list(self._by_key.get(key, {}).values())
 
     def expire(self, now: float) -> None:
+        """Drops every expired record (the node sweeps periodically; put and get only
+        look at their own key)."""
         for key in list(self._by_key):
-            entries = self._by_key[key]
-            for publisher in [p for p, r in entries.items() if r.expired(now)]:
-                del entries[publisher]
-            if not entries:
-                del self._by_key[key]
+            self._expire_key(key, now)
+
+    def _expire_key(self, key: bytes, now: float) -> None:
+        entries = self._by_key.get(key)
+        if entries is None:
+            return
+        for publisher in [p for p, r in entries.items() if r.expired(now)]:
+            del entries[publisher]
+        if not entries:
+            del self._by_key[key]
 
     def __len__(self) -> int:
         return sum(len(e) for e in self._by_key.values())

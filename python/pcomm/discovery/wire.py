@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
@@ -65,6 +66,23 @@ async def write_message(stream: Any, message: Any, limit: int = kMaxMessageBytes
     if len(body) > limit:
         raise WireError(f"message of {len(body)} bytes exceeds {limit}")
     await stream.write(struct.pack(">I", len(body)) + body)
+
+
+async def close_quietly(stream: Any, reset: bool = False) -> None:
+    """Closes (or resets) a stream within 1 s, even inside an expired deadline; a
+    stream that cannot be closed cleanly is reset."""
+    with trio.move_on_after(1.0) as scope:
+        scope.shield = True
+        try:
+            if not reset:
+                await stream.close()
+                return
+        except Exception:
+            pass
+        try:
+            await stream.reset()
+        except Exception:
+            pass
 
 
 async def _read_exactly(stream: Any, n: int) -> bytes:
