@@ -133,8 +133,9 @@ def test_kill_9_in_a_write_loop_loses_no_acknowledged_write(tmp_path):
         log = store.map("log").to_dict()
         missing = [i for i in range(acked + 1) if log.get(f"w-{i}") != i]
         assert missing == []
-        # The map write of the next iteration may have landed before the kill; no more.
+        # The next iteration's writes may have landed before the kill (unacknowledged); no more.
         assert len(log) in (acked + 1, acked + 2)
         assert store.counter("acked").value in (acked + 1, acked + 2)
-        # Two deltas per iteration (map, counter), all from the killed replica's writer id.
-        assert store.digest()[writer.writer] in (2 * (acked + 1), 2 * (acked + 1) + 1)
+        # Two deltas per iteration (map, counter), all from the killed replica's writer id;
+        # the kill may land after one or both writes of the next iteration, before its ack.
+        assert 2 * (acked + 1) <= store.digest()[writer.writer] <= 2 * (acked + 2)
