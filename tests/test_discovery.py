@@ -323,3 +323,13 @@ def wire_protocol():
     from pcomm.discovery import wire
 
     return wire.PROTOCOL
+
+
+def test_coordinator_announce_options_are_checked():
+    import subprocess
+
+    for extra, message in ((["--announce", "r1"], "--announce needs --bootstrap"),
+                           (["--run", "r2", "--announce", "r1", "--bootstrap", "/ip4/127.0.0.1/tcp/1/p2p/x"], "name different runs")):
+        out = subprocess.run([sys.executable, "-m", "pcomm", "coordinator", "--listen", "127.0.0.1:0", *extra],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and message in out.stderr, out.stderr

@@ -23,6 +23,28 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _add_announce_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--announce and friends, for every server role the DHT can point at."""
+    parser.add_argument("--announce", metavar="RUN", help=f"publish this {what} for RUN in the discovery DHT")
+    parser.add_argument("--bootstrap", nargs="+", default=[], metavar="MULTIADDR", help="DHT nodes to announce through")
+    parser.add_argument("--advertise", metavar="HOST:PORT", help="address to announce (default: the listen address, "
+                        "with 0.0.0.0 replaced by the local address that reaches the bootstrap node)")
+    parser.add_argument("--key-file", help="DHT identity key file (created if missing; default: a new identity)")
+
+
+def _start_announcing(kind: str, run: str, listening: str, args: argparse.Namespace):
+    """Publishes ``listening`` as this process's ``kind`` for ``run`` when --announce
+    was given; returns the node to close at exit (None otherwise)."""
+    if args.announce is None:
+        return None
+    from .discovery.runs import advertised_address, announce
+
+    address = args.advertise or advertised_address(listening, args.bootstrap)
+    node, published = announce(kind, run, address, args.bootstrap, key_file=args.key_file)
+    print(f"announced {address} for run '{run}' on {published.stored_on} DHT nodes", flush=True)
+    return node
+
+
 def _coordinator(args: argparse.Namespace) -> int:
     from .coordinator import Coordinator
 
@@ -38,12 +60,7 @@ def _coordinator(args: argparse.Namespace) -> int:
     print(f"pcomm coordinator for run '{run}' listening on {coord.address}", flush=True)
     node = None
     try:
-        if args.announce is not None:
-            from .discovery.runs import advertised_address, announce
-
-            address = args.advertise or advertised_address(coord.address, args.bootstrap)
-            node, published = announce("coordinator", run, address, args.bootstrap, key_file=args.key_file)
-            print(f"announced {address} for run '{run}' on {published.stored_on} DHT nodes", flush=True)
+        node = _start_announcing("coordinator", run, coord.address, args)
         last = None
         while not stop.wait(0.5):
             now = (coord.epoch, len(coord.peers), coord.pending_peers)
@@ -119,11 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop a peer silent for this long (default 5)",
     )
     coord.add_argument("--run", default="default", help="run name peers must use (default 'default')")
-    coord.add_argument("--announce", metavar="RUN", help="publish this coordinator for RUN in the discovery DHT")
-    coord.add_argument("--bootstrap", nargs="+", default=[], metavar="MULTIADDR", help="DHT nodes to announce through")
-    coord.add_argument("--advertise", metavar="HOST:PORT", help="address to announce (default: the listen address, "
-                       "with 0.0.0.0 replaced by the local address that reaches the bootstrap node)")
-    coord.add_argument("--key-file", help="DHT identity key file (created if missing; default: a new identity)")
+    _add_announce_options(coord, "coordinator")
     coord.set_defaults(func=_coordinator)
     dht = sub.add_parser("dht", help="run a discovery DHT node (bootstrap node for runs)")
     dht.add_argument("--listen", default="/ip4/0.0.0.0/tcp/4001", help="multiaddr to listen on (default /ip4/0.0.0.0/tcp/4001)")
