@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-pytest.importorskip("libp2p")
 
 import netns
 from harness import ProcessFailed, ReplicaProcess, converge

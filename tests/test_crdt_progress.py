@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-pytest.importorskip("libp2p")
 
 from test_diloco import DiLoCoPeer
 

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-pytest.importorskip("libp2p")
 
 from harness import ReplicaProcess, converge
 

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-pytest.importorskip("libp2p")
 
 from libp2p.crypto.ed25519 import create_new_key_pair
 

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-pytest.importorskip("libp2p")
 
 from pcomm.crdt import Store
 from pcomm.crdt.replication import _record_run, kBatchBytes

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-pytest.importorskip("libp2p")  # the `discovery` extra; the set-up command installs it
 
 import pcomm
 from allreduce_expect import expected

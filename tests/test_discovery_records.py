@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-pytest.importorskip("libp2p")  # the `discovery` extra; the set-up command installs it
 
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.secp256k1 import create_new_key_pair as create_secp256k1_key_pair
