@@ -3,14 +3,13 @@
 converging on its own; once the rules go, all four converge to one state holding every
 write, with conflicting map writes resolved the same way everywhere."""
 
-import subprocess
 import time
 
 import pytest
 
 
 import netns
-from harness import ProcessFailed, ReplicaProcess, converge
+from harness import ReplicaProcess, converge
 
 pytestmark = pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
 

@@ -2,7 +2,6 @@
 durability across reopening."""
 
 import asyncio
-import base64
 import json
 
 import pytest
