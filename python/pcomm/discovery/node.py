@@ -9,23 +9,23 @@ what a Communicator uses for one lookup) only asks. Lookups are iterative: ask t
 ``kAlpha`` closest unasked contacts at once, merge the closer contacts they return,
 and stop when the ``kReplication`` closest that answer have all been asked (for a
 record lookup, the ``kGetQuorum`` closest: each of them holds every publisher's
-record, so asking more only costs time). A publish
-stores the signed record on those ``kReplication`` nodes and is repeated every
-``ttl / 3`` so records outlive churn and vanish ``ttl`` after the publisher stops.
+record, so asking more only costs time). A publish stores the signed record on those
+``kReplication`` nodes and is repeated every ``ttl / 3`` so records outlive churn and
+vanish ``ttl`` after the publisher stops.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from datetime import timedelta
 from typing import Any
 
+import multiaddr
 import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-
-import multiaddr
 
 from .._timeouts import default_timeout, to_seconds
 from ..errors import DiscoveryError, InvalidArgumentError, InvalidRecordError
@@ -431,6 +431,4 @@ def _hex(ident: int) -> str:
 
 
 def _b64(raw: bytes) -> str:
-    import base64
-
     return base64.b64encode(raw).decode()
