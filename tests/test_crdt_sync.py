@@ -91,7 +91,7 @@ def test_lifecycle_errors_are_clear_and_close_ends_the_announcement(two_nodes):
     again.close()
     # No refresh task of the closed stores keeps running on the node.
     tasks = a._runner.call(_task_names, timeout=5, what="list tasks")
-    assert not any("_discover" in t or "_refresh_announcement" in t for t in tasks), tasks
+    assert not any(name in t for t in tasks for name in ("_discover", "keep_published", "_refresh_in")), tasks
     assert dht_key("peer", _record_run("life"))  # (the record itself expires within its ttl)
 
 

@@ -49,7 +49,7 @@ kMaxDeltasPerMessage = 20_000
 kMessageSlack = 64 * 1024  # bytes kept free in a message beside the digest and deltas
 kExchangeTimeout = 5.0  # seconds for one exchange, dial included
 kLookupInterval = 5.0  # seconds between DHT lookups for replicas (1 s while none is known)
-kLookupTimeout = 10.0  # seconds for one publish or lookup
+kLookupTimeout = 10.0  # seconds for one lookup
 kRecordTtl = 60.0
 kMaxFailures = 3  # exchanges in a row a replica may fail before it is forgotten
 
@@ -162,7 +162,7 @@ class Replicator:
         self._scope = trio.CancelScope()
         self._wake = trio.Event()
         self._done = trio.Event()
-        self._node._runner._nursery.start_soon(self._run, self._scope)
+        self._node._runner.spawn(self._run, self._scope)
 
     def stop(self) -> None:
         """Ends syncing and the DHT announcement (its record expires within its ttl)."""
@@ -254,28 +254,22 @@ class Replicator:
             await trio.sleep(0.01)  # coalesce bursts of writes into one round
 
     async def _discover(self) -> None:
-        """Publishes this replica (refreshed every ttl/3) and looks the others up."""
+        """Publishes this replica (kept fresh by the node) and looks the others up."""
         node = self._node
-        announcement = Announcement(node, "peer", _record_run(self.store.name), tuple(node.addrs[:1]), kRecordTtl)
-        published_at = None
-        while True:
-            now = trio.current_time()
-            if self._announce and (published_at is None or now - published_at >= kRecordTtl / 3):
+        async with trio.open_nursery() as nursery:
+            if self._announce:
+                record = Announcement(node, "peer", _record_run(self.store.name), tuple(node.addrs[:1]), kRecordTtl)
+                nursery.start_soon(node.keep_published, record)
+            while True:
+                records = []
                 try:
                     with trio.fail_after(kLookupTimeout):
-                        if await node._publish_once(announcement) > 0:
-                            published_at = now
+                        records = await node._get(dht_key("peer", _record_run(self.store.name)))
                 except Exception as e:
-                    log.info("store %s: publishing this replica failed: %r", self.store.name, e)
-            records = []
-            try:
-                with trio.fail_after(kLookupTimeout):
-                    records = await node._get(dht_key("peer", _record_run(self.store.name)))
-            except Exception as e:
-                log.info("store %s: looking up replicas failed: %r", self.store.name, e)
-            for record in records:
-                self._consider(record)
-            await trio.sleep(kLookupInterval if self._replicas else 1.0)
+                    log.info("store %s: looking up replicas failed: %r", self.store.name, e)
+                for found in records:
+                    self._consider(found)
+                await trio.sleep(kLookupInterval if self._replicas else 1.0)
 
     def _consider(self, record: Any) -> None:
         """Adds the replica a DHT record names, if the record is usable."""

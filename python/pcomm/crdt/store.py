@@ -226,8 +226,9 @@ class Store:
         Bad deltas are counted in ``rejected`` and skipped (one warning per batch). A
         writer's deltas are taken in seq order only: one beyond a gap waits for the
         next round, which brings the missing one first."""
+        ids = [_raw_id(r) for r in raws]  # hashed outside the lock
         with self._lock:  # exact copies of held deltas arrive often (full mesh): skip them cheaply
-            raws = [r for r in raws if _raw_id(r) not in self._raw_ids]
+            raws = [r for r, i in zip(raws, ids) if i not in self._raw_ids]
         checked: list[Delta] = []
         bad, first_error = 0, ""
         for raw in raws:  # signature checks: outside the lock
@@ -239,6 +240,7 @@ class Store:
             log.warning("store %s: rejected %d delta(s), first: %s", self.name, bad, first_error)
         checked.sort(key=lambda d: (d.writer, d.seq))
         fresh: list[Delta] = []
+        fresh_ids: dict[tuple[str, int], bytes] = {}
         with self._lock:
             self.rejected += bad
             if self._closed:
@@ -247,15 +249,15 @@ class Store:
             for d in checked:
                 n = next_seq.get(d.writer, len(self._deltas.get(d.writer, ())))
                 if d.seq <= n:  # held already (or earlier in this batch): same payload?
-                    held = self._text_ids[d.writer][d.seq - 1] if d.seq <= len(self._text_ids.get(d.writer, ())) else None
-                    if held is None:
-                        held = next(_text_id(f.text) for f in fresh if (f.writer, f.seq) == (d.writer, d.seq))
+                    held_ids = self._text_ids.get(d.writer, [])
+                    held = held_ids[d.seq - 1] if d.seq <= len(held_ids) else fresh_ids[(d.writer, d.seq)]
                     if held != _text_id(d.text):
                         self.rejected += 1
                         log.warning("store %s: writer %s equivocates on seq %d; keeping the first", self.name, d.writer, d.seq)
                     continue
                 if d.seq == n + 1:
                     fresh.append(d)
+                    fresh_ids[(d.writer, d.seq)] = _text_id(d.text)
                     next_seq[d.writer] = n + 1
             if fresh and self._log is not None:
                 self._log.append(self.name, [(d.writer, d.seq, d.raw) for d in fresh])

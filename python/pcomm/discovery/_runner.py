@@ -136,6 +136,12 @@ class TrioThread:
             future.set_exception(DiscoveryError(f"{what}: the discovery node is closed"))
         return future
 
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Starts a background task on the loop; call from the loop's own thread. The
+        task lives until it returns, its caller cancels it, or the node stops."""
+        assert self._nursery is not None and self._thread is threading.current_thread()
+        self._nursery.start_soon(fn, *args)
+
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float, what: str) -> Any:
         if self._thread is threading.current_thread():
             raise InvalidArgumentError(f"{what}: a blocking call from the discovery node's own thread would never return")

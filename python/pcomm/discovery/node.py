@@ -44,6 +44,7 @@ kRpcTimeout = 3.0  # seconds for one request/response, dial included
 kServeTimeout = 5.0  # seconds an inbound stream may take to send its request
 kRefreshInterval = 60.0  # seconds between routing-table refreshes (self lookups)
 kDefaultTtl = 300.0  # seconds a published record lives without a refresh
+kRetryInterval = 1.0  # seconds before a publish that no node took is tried again
 
 
 class Announcement:
@@ -302,9 +303,10 @@ class Node:
             reply = await self._rpc(contact, message)
             learned = self._learn(reply)
             raws = wire.parse_records(reply) if get_key is not None else []
-        except (DiscoveryError, wire.WireError) as e:
+        except (DiscoveryError, wire.WireError) as e:  # _rpc dropped a contact that failed
             log.debug("lookup: %s failed: %s", contact.peer_id[-8:], e)
-            self._table.failed(contact.peer_id)
+            if isinstance(e, wire.WireError):
+                self._table.failed(contact.peer_id)  # it answered, with garbage
             return
         answered[contact.peer_id] = contact
         self._table.seen(contact)
@@ -362,9 +364,13 @@ class Node:
             )
         scope = trio.CancelScope()
         announcement._scope = scope
-        assert self._runner._nursery is not None
-        self._runner._nursery.start_soon(self._refresh_announcement, announcement, scope)
+        self._runner.spawn(self._refresh_in, scope, announcement)
         return announcement
+
+    async def _refresh_in(self, scope: trio.CancelScope, announcement: Announcement) -> None:
+        with scope:
+            await trio.sleep(announcement.ttl / 3)
+            await self.keep_published(announcement)
 
     async def _publish_once(self, announcement: Announcement) -> int:
         now = time.time()
@@ -372,15 +378,18 @@ class Node:
         announcement.stored_on = await self._put(dht_key(announcement.kind, announcement.run), record.raw)
         return announcement.stored_on
 
-    async def _refresh_announcement(self, announcement: Announcement, scope: trio.CancelScope) -> None:
-        with scope:
-            while True:
-                await trio.sleep(announcement.ttl / 3)
-                try:
-                    with trio.fail_after(max(kRpcTimeout * 3, announcement.ttl / 3)):
-                        await self._publish_once(announcement)
-                except Exception as e:
-                    log.warning("refreshing the %s record for run '%s' failed: %s", announcement.kind, announcement.run, e)
+    async def keep_published(self, announcement: Announcement) -> None:
+        """Publishes ``announcement`` now and every ttl/3 until cancelled (trio side; the
+        caller's cancel scope ends it). A publish that no node took is retried after
+        ``kRetryInterval`` instead."""
+        while True:
+            stored = 0
+            try:
+                with trio.fail_after(max(kRpcTimeout * 3, announcement.ttl / 3)):
+                    stored = await self._publish_once(announcement)
+            except Exception as e:
+                log.warning("publishing the %s record for run '%s' failed: %r", announcement.kind, announcement.run, e)
+            await trio.sleep(announcement.ttl / 3 if stored else min(kRetryInterval, announcement.ttl / 3))
 
     async def _serve(self, stream: Any) -> None:
         """Answers one inbound request; a broken request resets this stream only."""
