@@ -5,7 +5,7 @@ import pcomm._pcomm as core
 
 RING = ["a", "b", "c"]
 F32, SUM, NONE = 3, 1, 0
-COMMIT, TIMEOUT, PEER_LOST, ABORTED, INVALID, IO = 0, 1, 2, 3, 4, 6
+COMMIT, TIMEOUT, PEER_LOST, ABORTED, INVALID, PROTOCOL = 0, 1, 2, 3, 4, 5
 
 
 def kinds(actions, kind):
@@ -53,7 +53,7 @@ def test_one_failure_aborts_everyone_and_relinks():
     c = core._Collectives()
     op_id = kinds(announce_all(c), "coll_go")[0]["op_id"]
     c.on_report("a", 0, op_id, COMMIT, "", 1, RING, True)
-    acts = c.on_report("b", 0, op_id, IO, "connection reset", 1, RING, True)
+    acts = c.on_report("b", 0, op_id, PROTOCOL, "connection reset", 1, RING, True)
     results = kinds(acts, "coll_result")
     assert sorted(r["peer"] for r in results) == RING
     assert all(r["outcome"] == PEER_LOST and "connection reset" in r["message"] for r in results)

@@ -11,4 +11,5 @@ PYBIND11_MODULE(_pcomm, m) {
   pcomm::bindings::register_coord(m);
   pcomm::bindings::register_collectives(m);
   pcomm::bindings::register_peer(m);
+  pcomm::bindings::register_relay(m);
 }

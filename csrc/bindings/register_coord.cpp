@@ -8,6 +8,8 @@
 #include "coord/coordinator.h"
 #include "coord/state_sync.h"
 #include "coord/membership.h"
+#include "coord/path_broker.h"
+#include "peer/remote_peer.h"
 
 namespace py = pybind11;
 
@@ -72,14 +74,18 @@ py::list to_python(const coord::Actions& actions) {
 
 void register_coord(py::module_& m) {
   py::class_<coord::Coordinator>(m, "Coordinator")
-      .def(py::init([](const std::string& listen, const std::string& run, double heartbeat_timeout) {
+      .def(py::init([](const std::string& listen, const std::string& run, double heartbeat_timeout,
+                       const std::vector<std::string>& relays) {
              coord::CoordinatorOptions o;
              o.listen = listen;
              o.run = run;
              o.heartbeat_timeout = seconds_to_duration(heartbeat_timeout);
+             o.relays = relays;
              return std::make_unique<coord::Coordinator>(o);
            }),
-           py::arg("listen"), py::arg("run"), py::arg("heartbeat_timeout"))
+           py::arg("listen"), py::arg("run"), py::arg("heartbeat_timeout"), py::arg("relays"))
+      .def("add_relay", &coord::Coordinator::add_relay, py::arg("address"))
+      .def_property_readonly("relays", &coord::Coordinator::relays)
       .def("start", &coord::Coordinator::start)
       // stop() joins the loop thread, which never needs the GIL: release it while waiting.
       .def("stop", &coord::Coordinator::stop, py::call_guard<py::gil_scoped_release>())
@@ -93,6 +99,8 @@ void register_coord(py::module_& m) {
         d["pending"] = s.pending;
         d["collectives_running"] = s.collectives_running;
         d["state_sync_planned"] = s.state_sync_planned;
+        d["punch_requests"] = s.punch_requests;
+        d["relay_requests"] = s.relay_requests;
         return d;
       });
 
@@ -127,6 +135,23 @@ void register_coord(py::module_& m) {
       .def_property_readonly("epoch_ready", &coord::Membership::epoch_ready)
       .def_property_readonly("pending_count", &coord::Membership::pending_count);
 
+  // The pure parts of NAT traversal: how two peers choose their path from what the
+  // coordinator observed ((peer_id, local, observed, nat flags) each), and the punch timing.
+  m.def("_choose_path", [](const std::tuple<std::string, std::string, std::string, uint8_t>& self,
+                           const std::tuple<std::string, std::string, std::string, uint8_t>& remote) {
+    auto member = [](const auto& t) {
+      return proto::RingMember{std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t)};
+    };
+    auto c = peer::choose_path(member(self), member(remote));
+    py::dict d;
+    d["self_drives"] = c.self_drives;
+    d["direct"] = c.direct;
+    d["punchable"] = c.punchable;
+    return d;
+  });
+  m.def("_punch_delays", [](double rtt_a, double rtt_b) {
+    return coord::punch_delays(seconds_to_duration(rtt_a), seconds_to_duration(rtt_b));
+  });
   // Views cross as (epoch, ring, ready); announcements as (tag, count, dtype, op, quant).
   auto view = [](uint64_t epoch, std::vector<std::string> ring, bool ready) {
     return coord::View{epoch, std::move(ring), ready, {}};

@@ -108,7 +108,20 @@ void register_peer(py::module_& m) {
       .def_property_readonly("peers", &peer::Communicator::peers)
       .def_property_readonly("pending_peers", &peer::Communicator::pending_peers)
       .def_property_readonly("connected", &peer::Communicator::connected)
-      .def_property_readonly("data_address", &peer::Communicator::data_address);
+      .def_property_readonly("data_address", &peer::Communicator::data_address)
+      .def("links", [](const peer::Communicator& c) {
+        py::list out;
+        for (const auto& l : c.links()) {
+          py::dict d;
+          d["peer_id"] = l.peer_id;
+          d["kind"] = l.kind;
+          d["remote"] = l.remote;
+          d["connections"] = l.connections;
+          d["rtt"] = l.rtt_seconds;
+          out.append(d);
+        }
+        return out;
+      });
 }
 
 }  // namespace pcomm::bindings

@@ -184,6 +184,7 @@ void Lane::start_send(size_t index) {
 
 bool Lane::pump_send() {
   bool moved = false;
+  if (!r_.t.sends_on(id_)) return false;  // a receive-only lane
   for (;;) {
     if (!sending_) {
       size_t index;

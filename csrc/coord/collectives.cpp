@@ -129,7 +129,7 @@ Actions Collectives::on_report(const std::string& peer, const proto::CollOutcome
   }
   proto::Outcome outcome = report.outcome;
   std::string message = "peer " + peer + " reported: " + report.message;
-  if (outcome == proto::Outcome::kIo || outcome == proto::Outcome::kProtocol) outcome = proto::Outcome::kPeerLost;
+  if (outcome == proto::Outcome::kProtocol) outcome = proto::Outcome::kPeerLost;
   if (outcome == proto::Outcome::kTimeout) outcome = proto::Outcome::kAborted;
   finish(report.tag, outcome, message, out);
   (void)view;

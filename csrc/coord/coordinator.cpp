@@ -3,11 +3,15 @@
 
 #include <sys/epoll.h>
 
+#include <netinet/in.h>
+
+#include <algorithm>
 #include <cstdio>
 
 #include "core/dtype.h"
 #include "core/errors.h"
 #include "net/address.h"
+#include "proto/path_messages.h"
 
 namespace pcomm::coord {
 
@@ -17,6 +21,10 @@ namespace {
 constexpr Millis kTickInterval{25};
 // Heartbeats go out this many times per heartbeat timeout, so a few may be lost or late.
 constexpr int kHeartbeatsPerTimeout = 4;
+// NAT observation: how long the dial-back to a peer's observed endpoint may take (a
+// reachable peer answers within one round trip), and how long its probe may take.
+constexpr Millis kDialBackTimeout{700};
+constexpr Millis kProbeTimeout{2000};
 }  // namespace
 
 Coordinator::Coordinator(CoordinatorOptions options)
@@ -33,18 +41,44 @@ Coordinator::Coordinator(CoordinatorOptions options)
   }
   // Parse now so a malformed address fails at construction.
   net::parse_host_port(options_.listen, /*allow_port_zero=*/true);
+  for (const auto& r : options_.relays) net::parse_host_port(r, false);
+  relays_ = std::make_unique<RelayRegistry>(loop_, log_);
+  paths_ = std::make_unique<PathBroker>(
+      log_, [this](const std::string& peer, std::vector<uint8_t> frame) { send_to_peer(peer, std::move(frame)); },
+      [this](const std::string& peer) { return membership_.member(peer); }, *relays_);
+  relay_list_ = options_.relays;
+}
+
+void Coordinator::add_relay(const std::string& address) {
+  net::parse_host_port(address, false);
+  {
+    std::lock_guard<std::mutex> lock(relays_mutex_);
+    if (std::find(relay_list_.begin(), relay_list_.end(), address) != relay_list_.end()) return;
+    relay_list_.push_back(address);
+  }
+  if (running_) loop_.post([this, address] { relays_->add(address); });
+}
+
+std::vector<std::string> Coordinator::relays() const {
+  std::lock_guard<std::mutex> lock(relays_mutex_);
+  return relay_list_;
 }
 
 Coordinator::~Coordinator() { stop(); }
 
 void Coordinator::start() {
   if (running_) return;
-  listener_ = net::Socket::listen_on(net::parse_host_port(options_.listen, true));
+  auto hp = net::parse_host_port(options_.listen, true);
+  listener_ = net::Socket::listen_on(hp);
   address_ = net::format_sockaddr(listener_.local_address());
+  probe_listener_ = net::Socket::listen_on(net::HostPort{hp.host, 0});
+  probe_port_ = ntohs(probe_listener_.local_address().sin_port);
   running_ = true;
   loop_.start();
   loop_.post([this] {
     loop_.add_fd(listener_.fd(), EPOLLIN, [this](uint32_t) { on_accept(); });
+    loop_.add_fd(probe_listener_.fd(), EPOLLIN, [this](uint32_t) { on_probe_accept(); });
+    for (const auto& r : relays()) relays_->add(r);
     loop_.run_after(kTickInterval, [this] { tick(); });
   });
   log_.info("listening for run '", options_.run, "', heartbeat timeout ",
@@ -61,13 +95,16 @@ void Coordinator::stop() {
       link->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kShutdown),
                                  "the coordinator is shutting down");
     }
+    relays_->close();
   });
   // Give the shutdown notices a moment to leave before the sockets close.
   std::this_thread::sleep_for(Millis(20));
   loop_.stop();
   conns_.clear();
   conn_of_peer_.clear();
+  conn_of_nonce_.clear();
   listener_.close();
+  probe_listener_.close();
 }
 
 std::string Coordinator::address() const { return address_; }
@@ -84,6 +121,8 @@ void Coordinator::publish_snapshot() {
   snapshot_.pending = membership_.pending_count();
   snapshot_.collectives_running = collectives_.running();
   snapshot_.state_sync_planned = state_sync_.planned();
+  snapshot_.punch_requests = paths_->punch_requests();
+  snapshot_.relay_requests = paths_->relay_requests();
 }
 
 std::string Coordinator::new_peer_id() {
@@ -102,7 +141,7 @@ void Coordinator::on_accept() {
     if (!s.valid()) return;
     uint64_t id = next_conn_id_++;
     auto link = net::FramedConnection::create(loop_, std::move(s));
-    conns_[id] = Conn{link, "", Clock::now(), Clock::now()};
+    conns_[id] = Conn{link, "", Clock::now(), Clock::now(), nullptr};
     link->start([this, id](uint16_t type, const uint8_t* p, size_t n) { on_frame(id, type, p, n); },
                 [this, id](const std::string& reason) { on_closed(id, reason); });
     log_.debug("connection ", id, " from ", link->remote());
@@ -116,6 +155,7 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
   auto now = Clock::now();
   using proto::MsgType;
   auto msg_type = static_cast<MsgType>(type);
+  if (conn.observing) throw ProtocolError("a message before the Welcome");
   if (conn.peer_id.empty()) {
     if (msg_type != MsgType::kHello) throw ProtocolError("the first message must be Hello");
     on_hello(conn_id, proto::Hello::decode(payload, size));
@@ -167,6 +207,13 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
     case static_cast<MsgType>(proto::StateMsg::kStateDone):
       apply(state_sync_.on_report(peer, proto::StateOutcome::decode(payload, size), view()));
       return;
+    case MsgType::kPathRequest:
+      paths_->on_request(peer, proto::decode_fields<proto::PathRequest>(payload, size), now);
+      publish_snapshot();
+      return;
+    case MsgType::kPunchReady:
+      paths_->on_punch_ready(peer, proto::decode_fields<proto::PunchReady>(payload, size), now);
+      return;
     case MsgType::kLeave:
       proto::EpochMsg::decode(payload, size);
       log_.info("peer ", peer, " left");
@@ -192,17 +239,108 @@ void Coordinator::on_hello(uint64_t conn_id, const proto::Hello& hello) {
     auto observed = net::parse_host_port(conn.link->remote(), false);
     hp.host = observed.host;
   }
+  auto obs = std::make_shared<Observation>();
+  obs->hello = hello;
+  obs->data_address = hp.str();
+  do {
+    obs->nonce = rng_();
+  } while (obs->nonce == 0 || conn_of_nonce_.count(obs->nonce));
+  conn.observing = obs;
+  conn_of_nonce_[obs->nonce] = conn_id;
+  conn.link->send(proto::frame_of_fields(proto::Observe{obs->nonce, probe_port_}));
+  start_dial_back(conn_id);
+  loop_.run_after(kProbeTimeout, [this, conn_id, nonce = obs->nonce] {
+    auto it = conns_.find(conn_id);
+    if (it == conns_.end() || !it->second.observing || it->second.observing->nonce != nonce) return;
+    it->second.observing->probed = true;  // no probe came: assume a well-behaved NAT
+    finish_observation(conn_id);
+  });
+}
+
+void Coordinator::start_dial_back(uint64_t conn_id) {
+  Conn& conn = conns_.at(conn_id);
+  auto obs = conn.observing;
+  try {
+    obs->dial_back = net::Socket::connect_start(net::resolve(net::parse_host_port(conn.link->remote(), false)));
+  } catch (const Error&) {
+    obs->dialed = true;
+    return;
+  }
+  int fd = obs->dial_back.fd();
+  auto end = [this, conn_id, obs, fd](bool writable) {
+    if (obs->dialed) return;
+    obs->dialed = true;
+    loop_.remove_fd(fd);
+    obs->reachable = writable && obs->dial_back.finish_connect().empty();
+    obs->dial_back.close();
+    finish_observation(conn_id);
+  };
+  loop_.add_fd(fd, EPOLLOUT, [end](uint32_t) { end(true); });
+  loop_.run_after(kDialBackTimeout, [end] { end(false); });
+}
+
+void Coordinator::on_probe_accept() {
+  for (;;) {
+    net::Socket s = probe_listener_.accept_one();
+    if (!s.valid()) return;
+    auto link = net::FramedConnection::create(loop_, std::move(s), 64);
+    std::weak_ptr<net::FramedConnection> weak = link;
+    link->start(
+        [this, weak](uint16_t type, const uint8_t* p, size_t n) {
+          auto c = weak.lock();
+          if (!c) return;
+          if (type != static_cast<uint16_t>(proto::MsgType::kProbeHello)) throw ProtocolError("expected ProbeHello");
+          auto m = proto::decode_fields<proto::ProbeHello>(p, n);
+          std::string seen = c->remote();
+          c->close("probe done");
+          auto it = conn_of_nonce_.find(m.nonce);
+          if (it == conn_of_nonce_.end()) return;
+          auto conn = conns_.find(it->second);
+          if (conn == conns_.end() || !conn->second.observing || conn->second.observing->probed) return;
+          conn->second.observing->probed = true;
+          conn->second.observing->probe_seen = seen;
+          finish_observation(it->second);
+        },
+        [](const std::string&) {});
+    loop_.run_after(kProbeTimeout, [weak] {
+      if (auto c = weak.lock()) c->close("probe timed out");
+    });
+  }
+}
+
+void Coordinator::finish_observation(uint64_t conn_id) {
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end() || !it->second.observing) return;
+  Conn& conn = it->second;
+  auto obs = conn.observing;
+  if (!obs->probed || !obs->dialed) return;
+  conn.observing.reset();
+  conn_of_nonce_.erase(obs->nonce);
+  std::string observed = conn.link->remote();
+  uint8_t nat = 0;
+  if (obs->reachable) nat |= proto::kReachable;
+  if (!obs->probe_seen.empty() && obs->probe_seen != observed) nat |= proto::kRandomizing;
   std::string peer = new_peer_id();
   conn.peer_id = peer;
   conn_of_peer_[peer] = conn_id;
-  log_.info("hello from ", conn.link->remote(), ": peer ", peer, " data ", hp.str());
-  apply(membership_.on_hello(peer, hp.str(), Clock::now()));
+  log_.info("hello from ", observed, ": peer ", peer, " data ", obs->data_address,
+            (nat & proto::kReachable) ? ", reachable" : ", not reachable",
+            (nat & proto::kRandomizing) ? ", port-randomising NAT (mapped to " + obs->probe_seen + ")" : "");
+  apply(membership_.on_hello(peer, obs->data_address, Clock::now(), observed, nat));
 }
 
 void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
   auto it = conns_.find(conn_id);
   if (it == conns_.end()) return;
   std::string peer = it->second.peer_id;
+  if (auto obs = it->second.observing) {
+    conn_of_nonce_.erase(obs->nonce);
+    if (!obs->dialed) {
+      obs->dialed = true;
+      loop_.remove_fd(obs->dial_back.fd());
+      obs->dial_back.close();
+    }
+  }
   conns_.erase(it);
   if (peer.empty()) {
     log_.debug("connection ", conn_id, " closed before hello: ", reason);
@@ -325,12 +463,14 @@ void Coordinator::tick() {
   for (auto& link : suspects) link->pump();
   auto now = Clock::now();
   apply(membership_.on_tick(now));
+  paths_->on_tick(now);
   std::vector<uint64_t> stale;
   uint32_t pending = membership_.pending_count();
   for (auto& [id, conn] : conns_) {
     if (conn.peer_id.empty()) {
-      // A connection must say hello within the heartbeat timeout.
-      if (now - conn.opened > options_.heartbeat_timeout) stale.push_back(id);
+      // A connection must say hello within the heartbeat timeout (its observation that
+      // follows ends within kProbeTimeout by itself).
+      if (!conn.observing && now - conn.opened > options_.heartbeat_timeout) stale.push_back(id);
       continue;
     }
     if (now - conn.last_sent >= heartbeat_interval_) {

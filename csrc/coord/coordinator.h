@@ -1,6 +1,13 @@
 // Coordinator: the server side of the coordination plane. It owns one EventLoop thread,
 // accepts peer connections, turns their frames into Membership events and carries out
 // the resulting Actions. It holds no tensors and no Python state.
+//
+// NAT observation (before a peer is welcomed): the address its connection comes from is
+// its observed endpoint (the NAT mapping of its shared port). The coordinator sends
+// Observe{nonce, probe_port}; the peer connects from the same port to the second
+// (probe) listener: a different mapping there means a port-randomising NAT. Meanwhile
+// the coordinator dials the observed endpoint back: if that gets through, the peer is
+// reachable. Both facts travel in every Topology (peer/remote_peer.h uses them).
 #pragma once
 
 #include <atomic>
@@ -13,6 +20,8 @@
 
 #include "coord/collectives.h"
 #include "coord/membership.h"
+#include "coord/path_broker.h"
+#include "coord/relay_registry.h"
 #include "coord/state_sync.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -25,6 +34,7 @@ struct CoordinatorOptions {
   std::string listen = "127.0.0.1:0";
   std::string run = "default";
   Duration heartbeat_timeout = std::chrono::seconds(5);
+  std::vector<std::string> relays;  // "host:port" of relays for peers that cannot connect otherwise
 };
 
 class Coordinator {
@@ -41,6 +51,9 @@ class Coordinator {
   // The "host:port" actually bound; valid after start().
   std::string address() const;
   bool running() const { return running_; }
+  // Adds a relay (e.g. one found in the DHT); any thread.
+  void add_relay(const std::string& address);
+  std::vector<std::string> relays() const;
 
   // Snapshot for tests and the CLI; safe from any thread.
   struct Snapshot {
@@ -49,18 +62,33 @@ class Coordinator {
     uint32_t pending = 0;
     size_t collectives_running = 0;
     bool state_sync_planned = false;  // a sync's plans went out and it is not decided yet
+    uint64_t punch_requests = 0, relay_requests = 0;  // paths peers asked for (PathBroker)
   };
   Snapshot snapshot() const;
 
  private:
+  // A peer between its Hello and its Welcome: what the NAT observation found so far.
+  struct Observation {
+    proto::Hello hello;
+    std::string data_address;
+    uint64_t nonce = 0;
+    bool probed = false, dialed = false;
+    std::string probe_seen;  // the mapping the probe listener saw
+    bool reachable = false;
+    net::Socket dial_back;
+  };
   struct Conn {
     std::shared_ptr<net::FramedConnection> link;
     std::string peer_id;  // empty until Hello
     TimePoint opened;
     TimePoint last_sent;
+    std::shared_ptr<Observation> observing;  // set between Hello and Welcome
   };
 
   void on_accept();
+  void on_probe_accept();
+  void start_dial_back(uint64_t conn_id);
+  void finish_observation(uint64_t conn_id);
   void on_frame(uint64_t conn_id, uint16_t type, const uint8_t* payload, size_t size);
   void on_hello(uint64_t conn_id, const proto::Hello& hello);
   void on_closed(uint64_t conn_id, const std::string& reason);
@@ -79,6 +107,9 @@ class Coordinator {
   Logger log_;
   net::EventLoop loop_;
   net::Socket listener_;
+  net::Socket probe_listener_;
+  uint16_t probe_port_ = 0;
+  std::map<uint64_t, uint64_t> conn_of_nonce_;
   std::string address_;
   std::atomic<bool> running_{false};
   Duration heartbeat_interval_;
@@ -87,6 +118,10 @@ class Coordinator {
   StateSync state_sync_;
   View last_view_;
   std::map<uint64_t, Conn> conns_;
+  std::unique_ptr<RelayRegistry> relays_;
+  std::unique_ptr<PathBroker> paths_;
+  mutable std::mutex relays_mutex_;
+  std::vector<std::string> relay_list_;  // a copy for other threads
   std::map<std::string, uint64_t> conn_of_peer_;
   uint64_t next_conn_id_ = 1;
   std::mt19937_64 rng_;

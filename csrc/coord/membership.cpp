@@ -47,6 +47,12 @@ uint32_t Membership::pending_count() const {
   return n;
 }
 
+proto::RingMember Membership::member(const std::string& peer) const {
+  auto it = peers_.find(peer);
+  if (it == peers_.end()) return {};
+  return proto::RingMember{peer, it->second.data_address, it->second.observed_address, it->second.nat};
+}
+
 std::string Membership::data_address(const std::string& peer) const {
   auto it = peers_.find(peer);
   return it == peers_.end() ? "" : it->second.data_address;
@@ -65,9 +71,11 @@ std::vector<std::string> Membership::pending_in_join_order() const {
   return ring_order({}, pending, peers_);
 }
 
-Actions Membership::on_hello(const std::string& peer, const std::string& data_address, TimePoint now) {
+Actions Membership::on_hello(const std::string& peer, const std::string& data_address, TimePoint now,
+                             const std::string& observed_address, uint8_t nat) {
   Actions out;
-  peers_[peer] = PeerRecord{data_address, next_join_seq_++, false, now};
+  peers_[peer] = PeerRecord{data_address, observed_address.empty() ? data_address : observed_address, nat,
+                            next_join_seq_++, false, now};
   if (ring_.empty()) {
     out.push_back(make_action(Action::Kind::kWelcome, peer, true));
     new_epoch(ring_order({}, pending_in_join_order(), peers_), out);
@@ -199,7 +207,7 @@ void Membership::new_epoch(std::vector<std::string> ring, Actions& out) {
   topology.epoch = epoch_;
   for (const auto& id : ring_) {
     peers_[id].accepted = true;
-    topology.ring.push_back(proto::RingMember{id, peers_[id].data_address});
+    topology.ring.push_back(member(id));
   }
   for (const auto& id : ring_) {
     Action a = make_action(Action::Kind::kTopology, id);

@@ -32,7 +32,9 @@
 namespace pcomm::coord {
 
 struct PeerRecord {
-  std::string data_address;
+  std::string data_address;      // as advertised (the peer's local candidate)
+  std::string observed_address;  // as the coordinator saw it (the NAT mapping)
+  uint8_t nat = 0;               // proto::NatFlags
   uint64_t join_seq = 0;
   bool accepted = false;
   TimePoint last_heard;
@@ -54,7 +56,10 @@ class Membership {
  public:
   explicit Membership(Duration heartbeat_timeout) : heartbeat_timeout_(heartbeat_timeout) {}
 
-  Actions on_hello(const std::string& peer, const std::string& data_address, TimePoint now);
+  // observed_address and nat: what the server learned of the peer's network position
+  // (see coordinator.h, "NAT observation"); they travel in every Topology.
+  Actions on_hello(const std::string& peer, const std::string& data_address, TimePoint now,
+                   const std::string& observed_address = "", uint8_t nat = 0);
   void on_heard(const std::string& peer, TimePoint now);
   Actions on_update_topology(const std::string& peer, uint64_t seq, TimePoint now);
   // The caller's update_topology timed out: it no longer counts toward the barrier.
@@ -83,6 +88,8 @@ class Membership {
   bool knows(const std::string& peer) const { return peers_.count(peer) != 0; }
   bool is_accepted(const std::string& peer) const;
   std::string data_address(const std::string& peer) const;
+  // The peer as a Topology describes it (empty peer_id when unknown).
+  proto::RingMember member(const std::string& peer) const;
 
  private:
   void new_epoch(std::vector<std::string> ring, Actions& out);

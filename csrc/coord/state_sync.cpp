@@ -136,7 +136,7 @@ void StateSync::try_plan(const View& view, Actions& out) {
   for (const auto& [peer, v] : ordered) {
     if (v.strategy == proto::SyncStrategy::kReceiveOnly || content_of(v) != target) continue;
     auto addr = view.addresses.find(peer);
-    sources.push_back(proto::RingMember{peer, addr == view.addresses.end() ? "" : addr->second});
+    sources.push_back(proto::RingMember{peer, addr == view.addresses.end() ? "" : addr->second, "", 0});
   }
   sync_id_ = next_sync_id_++;
   for (const auto& [peer, v] : ordered) {
@@ -185,7 +185,7 @@ Actions StateSync::on_report(const std::string& peer, const proto::StateOutcome&
   if (report.sync_id != sync_id_) return out;
   if (report.outcome != proto::Outcome::kCommit) {
     proto::Outcome outcome = report.outcome == proto::Outcome::kTimeout ? proto::Outcome::kAborted : report.outcome;
-    if (outcome == proto::Outcome::kIo || outcome == proto::Outcome::kProtocol) outcome = proto::Outcome::kPeerLost;
+    if (outcome == proto::Outcome::kProtocol) outcome = proto::Outcome::kPeerLost;
     finish(outcome, "peer " + peer + " reported: " + report.message, out);
     return out;
   }

@@ -3,10 +3,24 @@
 // (bindings/register_errors.cpp). docs/errors.md describes when each is raised.
 #pragma once
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
 namespace pcomm {
+
+// One kind per failure, from the socket up to Python: each kind is exactly one exception
+// type below (throw_error), the value the wire carries for it (proto::Outcome shares
+// this numbering, with 0 for success), and what kind_of finds in a caught Error. An I/O
+// error on a data link is kPeerLost: the peer at its other end is lost to this op.
+enum class ErrorKind : uint8_t {
+  kTimeout = 1,
+  kPeerLost = 2,
+  kAborted = 3,
+  kInvalid = 4,
+  kProtocol = 5,
+  kCoordinatorLost = 7,  // local only: never sent on the wire
+};
 
 class Error : public std::runtime_error {
  public:
@@ -62,6 +76,9 @@ class Interrupted : public Error {
  public:
   using Error::Error;
 };
+
+[[noreturn]] void throw_error(ErrorKind kind, const std::string& message);
+ErrorKind kind_of(const Error& error);
 
 }  // namespace pcomm
 

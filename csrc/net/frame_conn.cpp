@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "core/errors.h"
+#include "net/tcp_link.h"
 #include "proto/messages.h"
 
 namespace pcomm::net {
@@ -17,15 +18,17 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr Millis kErrorFlushGrace{500};
 }  // namespace
 
-std::shared_ptr<FramedConnection> FramedConnection::create(EventLoop& loop, Socket socket,
+std::shared_ptr<FramedConnection> FramedConnection::create(EventLoop& loop, std::shared_ptr<Link> link,
                                                            uint32_t max_payload) {
-  return std::shared_ptr<FramedConnection>(new FramedConnection(loop, std::move(socket), max_payload));
+  return std::shared_ptr<FramedConnection>(new FramedConnection(loop, std::move(link), max_payload));
 }
 
-FramedConnection::FramedConnection(EventLoop& loop, Socket socket, uint32_t max_payload)
-    : loop_(loop), socket_(std::move(socket)), max_payload_(max_payload) {
-  remote_ = format_sockaddr(socket_.remote_address());
+std::shared_ptr<FramedConnection> FramedConnection::create(EventLoop& loop, Socket socket, uint32_t max_payload) {
+  return create(loop, std::make_shared<TcpLink>(std::move(socket), LinkKind::kDirect), max_payload);
 }
+
+FramedConnection::FramedConnection(EventLoop& loop, std::shared_ptr<Link> link, uint32_t max_payload)
+    : loop_(loop), link_(std::move(link)), max_payload_(max_payload), remote_(link_->remote()) {}
 
 FramedConnection::~FramedConnection() = default;
 
@@ -33,7 +36,9 @@ void FramedConnection::start(FrameHandler on_frame, CloseHandler on_close) {
   on_frame_ = std::move(on_frame);
   on_close_ = std::move(on_close);
   auto self = shared_from_this();
-  loop_.add_fd(socket_.fd(), EPOLLIN, [self](uint32_t events) { self->on_events(events); });
+  loop_.add_fd(link_->fd(), EPOLLIN, [self](uint32_t events) { self->on_events(events); });
+  // Bytes the link already holds (put back by an earlier reader) raise no fd event.
+  if (link_->recv_ready()) loop_.post([self] { self->pump(); });
 }
 
 void FramedConnection::on_events(uint32_t events) {
@@ -50,21 +55,16 @@ void FramedConnection::pump() {
 void FramedConnection::read_some() {
   uint8_t buf[kReadChunk];
   for (int round = 0; round < 16 && !closed_; ++round) {
-    ssize_t n = ::recv(socket_.fd(), buf, sizeof buf, 0);
-    if (n > 0) {
-      in_.insert(in_.end(), buf, buf + n);
-      parse_frames();
-      continue;
-    }
-    if (n == 0) {
-      close(in_.empty() ? "connection closed by the remote end"
-                        : "connection closed by the remote end in the middle of a frame");
+    size_t n = 0;
+    try {
+      n = link_->recv_some(buf, sizeof buf);
+    } catch (const IoError& e) {
+      close(in_.empty() ? std::string(e.what()) : std::string(e.what()) + " (in the middle of a frame)");
       return;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    if (errno == EINTR) continue;
-    close("receive failed: " + errno_text(errno));
-    return;
+    if (n == 0) return;
+    in_.insert(in_.end(), buf, buf + n);
+    parse_frames();
   }
 }
 
@@ -139,15 +139,16 @@ void FramedConnection::send_error_and_close(uint16_t code, const std::string& te
 
 void FramedConnection::flush() {
   while (out_pos_ < out_.size()) {
-    ssize_t n = ::send(socket_.fd(), out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL);
-    if (n > 0) {
-      out_pos_ += static_cast<size_t>(n);
-      continue;
+    iovec iov{out_.data() + out_pos_, out_.size() - out_pos_};
+    size_t n = 0;
+    try {
+      n = link_->send_some(&iov, 1);
+    } catch (const IoError& e) {
+      close(e.what());
+      return;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (n < 0 && errno == EINTR) continue;
-    close("send failed: " + errno_text(errno));
-    return;
+    if (n == 0) break;
+    out_pos_ += n;
   }
   if (out_pos_ == out_.size()) {
     out_.clear();
@@ -164,32 +165,36 @@ void FramedConnection::update_interest() {
   bool want_out = out_pos_ < out_.size();
   if (want_out == watching_out_ || closed_) return;
   watching_out_ = want_out;
-  loop_.modify_fd(socket_.fd(), EPOLLIN | (want_out ? EPOLLOUT : 0u));
+  loop_.modify_fd(link_->fd(), EPOLLIN | (want_out ? EPOLLOUT : 0u));
 }
 
 void FramedConnection::close(const std::string& reason) {
   if (closed_) return;
   auto self = shared_from_this();  // on_close may drop the owner's last reference
   closed_ = true;
-  loop_.remove_fd(socket_.fd());
-  socket_.close();
+  loop_.remove_fd(link_->fd());
+  link_->shutdown();
   auto handler = std::move(on_close_);
   on_close_ = nullptr;
+  // close() may run inside on_frame_ itself: destroy that handler later, not under it.
+  loop_.post([frame_handler = std::move(on_frame_)] {});
   on_frame_ = nullptr;
   // Run the owner's handler later on the loop, never inside the owner's own call that
   // happened to close us (a send that failed, a loop over connections): no reentrancy.
   if (handler) loop_.post([handler, reason] { handler(reason); });
 }
 
-Socket FramedConnection::detach() {
+std::shared_ptr<Link> FramedConnection::detach() {
   PCOMM_CHECK(!closed_, ProtocolError, "detach of a closed connection");
-  PCOMM_CHECK(in_.empty(), ProtocolError, "unexpected bytes after the link handshake");
   PCOMM_CHECK(!has_pending_output(), ProtocolError, "handshake reply not flushed");
   closed_ = true;
-  loop_.remove_fd(socket_.fd());
+  loop_.remove_fd(link_->fd());
   on_close_ = nullptr;
+  loop_.post([frame_handler = std::move(on_frame_)] {});  // detach() may run inside it
   on_frame_ = nullptr;
-  return std::move(socket_);
+  link_->unread(in_.data(), in_.size());
+  in_.clear();
+  return std::move(link_);
 }
 
 }  // namespace pcomm::net

@@ -1,4 +1,5 @@
-// FramedConnection: a non-blocking socket on an EventLoop that speaks pcomm frames.
+// FramedConnection: a Link on an EventLoop that speaks pcomm frames (coordinator link,
+// link and fetch handshakes).
 // It reassembles frames from the byte stream, enforces the header rules (magic, protocol
 // version, payload size limit) and queues outgoing frames. Any violation closes this
 // connection only: on_close is called once with the reason (posted to the loop, so never
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "net/event_loop.h"
+#include "net/link.h"
 #include "net/socket.h"
 #include "proto/wire.h"
 
@@ -26,6 +28,9 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   using FrameHandler = std::function<void(uint16_t type, const uint8_t* payload, size_t size)>;
   using CloseHandler = std::function<void(const std::string& reason)>;
 
+  static std::shared_ptr<FramedConnection> create(EventLoop& loop, std::shared_ptr<Link> link,
+                                                  uint32_t max_payload = proto::kMaxControlPayload);
+  // A plain TCP connection (kind direct).
   static std::shared_ptr<FramedConnection> create(EventLoop& loop, Socket socket,
                                                   uint32_t max_payload = proto::kMaxControlPayload);
   ~FramedConnection();
@@ -44,14 +49,14 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   bool closed() const { return closed_; }
   bool has_pending_output() const { return out_pos_ < out_.size(); }
   TimePoint last_send_time() const { return last_send_; }
-  // Stops watching the socket and hands it over (for data links after their handshake).
-  // Throws ProtocolError if unread bytes are buffered.
-  Socket detach();
-  const Socket& socket() const { return socket_; }
+  // Stops watching the link and hands it over (a data link after its handshake); bytes
+  // already read past the last frame are put back into the link, so nothing is lost.
+  std::shared_ptr<Link> detach();
+  const std::shared_ptr<Link>& link() const { return link_; }
   std::string remote() const { return remote_; }
 
  private:
-  FramedConnection(EventLoop& loop, Socket socket, uint32_t max_payload);
+  FramedConnection(EventLoop& loop, std::shared_ptr<Link> link, uint32_t max_payload);
   void on_events(uint32_t events);
   void read_some();
   void parse_frames();
@@ -59,7 +64,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   void update_interest();
 
   EventLoop& loop_;
-  Socket socket_;
+  std::shared_ptr<Link> link_;
   uint32_t max_payload_;
   std::string remote_;
   FrameHandler on_frame_;

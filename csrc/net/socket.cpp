@@ -41,11 +41,18 @@ static int new_tcp_socket() {
   return fd;
 }
 
-Socket Socket::listen_on(const HostPort& hp, int backlog) {
+static void share_port(int fd) {
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+}
+
+Socket Socket::listen_on(const HostPort& hp, int backlog, bool shared) {
   sockaddr_in addr = resolve(hp);
   Socket s(new_tcp_socket());
   int one = 1;
   ::setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (shared) share_port(s.fd());
   if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     throw IoError("cannot listen on " + hp.str() + ": bind failed: " + errno_text(errno));
   }
@@ -65,8 +72,27 @@ Socket Socket::connect_start(const sockaddr_in& addr) {
   return s;
 }
 
-Socket Socket::connect_blocking(const sockaddr_in& addr, const Deadline& deadline) {
-  Socket s = connect_start(addr);
+Socket Socket::connect_start_from(uint16_t local_port, const sockaddr_in& addr) {
+  Socket s(new_tcp_socket());
+  s.set_nodelay();
+  share_port(s.fd());
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_addr.s_addr = htonl(INADDR_ANY);
+  local.sin_port = htons(local_port);
+  if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+    throw IoError("cannot bind local port " + std::to_string(local_port) + ": " + errno_text(errno));
+  }
+  int rc = ::connect(s.fd(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  if (rc != 0 && errno != EINPROGRESS) {
+    throw IoError("connect to " + format_sockaddr(addr) + " from port " + std::to_string(local_port) +
+                  " failed: " + errno_text(errno));
+  }
+  return s;
+}
+
+Socket Socket::connect_blocking(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port) {
+  Socket s = local_port ? connect_start_from(local_port, addr) : connect_start(addr);
   if (!wait_fd(s.fd(), POLLOUT, deadline.remaining())) {
     throw TimeoutError("connect to " + format_sockaddr(addr) + " timed out");
   }

@@ -28,13 +28,18 @@ class Socket {
   int release();
   void close();
 
-  // A listening socket bound to hp (port 0 picks a free port), non-blocking.
-  static Socket listen_on(const HostPort& hp, int backlog = 512);
+  // A listening socket bound to hp (port 0 picks a free port), non-blocking. With
+  // share_port, outgoing connections may bind the same port too (connect_start_from):
+  // SO_REUSEADDR + SO_REUSEPORT, as NAT traversal needs (see peer/remote_peer.h).
+  static Socket listen_on(const HostPort& hp, int backlog = 512, bool share_port = false);
   // Starts a non-blocking connect; completion is signalled by writability (see
   // finish_connect). Throws IoError only for immediate failures.
   static Socket connect_start(const sockaddr_in& addr);
+  // connect_start from a given local port (SO_REUSEADDR + SO_REUSEPORT), so the NAT
+  // mapping of that port is the one used. A 4-tuple already in use fails with IoError.
+  static Socket connect_start_from(uint16_t local_port, const sockaddr_in& addr);
   // Blocking connect bounded by the deadline; throws IoError or TimeoutError.
-  static Socket connect_blocking(const sockaddr_in& addr, const Deadline& deadline);
+  static Socket connect_blocking(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port = 0);
   // After writability on a connect_start socket: empty string on success, else the error.
   std::string finish_connect() const;
   // Accepts one pending connection (non-blocking); invalid Socket when none is pending.

@@ -12,30 +12,6 @@ namespace {
 constexpr std::chrono::seconds kReleaseWait{10};
 }  // namespace
 
-OpError op_error_from_outcome(proto::Outcome outcome) {
-  switch (outcome) {
-    case proto::Outcome::kTimeout: return OpError::kTimeout;
-    case proto::Outcome::kPeerLost: return OpError::kPeerLost;
-    case proto::Outcome::kInvalid: return OpError::kInvalid;
-    case proto::Outcome::kProtocol: return OpError::kProtocol;
-    case proto::Outcome::kIo: return OpError::kIo;
-    default: return OpError::kAborted;
-  }
-}
-
-void throw_op_error(OpError kind, const std::string& message) {
-  switch (kind) {
-    case OpError::kTimeout: throw TimeoutError(message);
-    case OpError::kPeerLost: throw PeerLostError(message);
-    case OpError::kInvalid: throw InvalidArgument(message);
-    case OpError::kProtocol: throw ProtocolError(message);
-    case OpError::kIo: throw PeerLostError(message);
-    case OpError::kCoordinatorLost: throw CoordinatorLostError(message);
-    case OpError::kAborted: throw Aborted(message);
-  }
-  throw Aborted(message);
-}
-
 CollectiveOp::CollectiveOp(AllReduceRequest request, GiveUp give_up, Completed completed)
     : request_(request),
       give_up_(std::move(give_up)),
@@ -66,7 +42,7 @@ int CollectiveOp::rank() const {
   return rank_;
 }
 
-void CollectiveOp::complete_locked(std::unique_lock<std::mutex>& lock, std::optional<OpError> error,
+void CollectiveOp::complete_locked(std::unique_lock<std::mutex>& lock, std::optional<ErrorKind> error,
                                    const std::string& message) {
   (void)lock;  // held throughout: the caller must not see kDone before the tag is free
   if (phase_ == Phase::kDone) return;
@@ -86,7 +62,7 @@ ReduceInfo CollectiveOp::wait(Duration timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
     if (phase_ == Phase::kDone) {
-      if (error_) throw_op_error(*error_, message_);
+      if (error_) throw_error(*error_, message_);
       return info_;
     }
     // After reporting success, follow the coordinator (see the header).
@@ -102,8 +78,8 @@ ReduceInfo CollectiveOp::wait(Duration timeout) {
   // The worker reports for ops it owns (queued or running); otherwise we withdraw here,
   // before completing, so a retry's announcement cannot overtake the withdrawal.
   if (!started && give_up_) give_up_(request_, op_id_, why);
-  complete_locked(lock, OpError::kTimeout, why);
-  throw_op_error(*error_, message_);
+  complete_locked(lock, ErrorKind::kTimeout, why);
+  throw_error(*error_, message_);
 }
 
 void CollectiveOp::set_go(uint64_t op_id, int world, int rank) {
@@ -115,7 +91,7 @@ void CollectiveOp::set_go(uint64_t op_id, int world, int rank) {
   phase_ = Phase::kQueued;
 }
 
-void CollectiveOp::decide(std::optional<OpError> error, const std::string& message) {
+void CollectiveOp::decide(std::optional<ErrorKind> error, const std::string& message) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (phase_ == Phase::kDone || decided_) return;
   decided_ = true;
@@ -130,7 +106,7 @@ void CollectiveOp::decide(std::optional<OpError> error, const std::string& messa
     complete_locked(lock, error, message);
   } else if (phase_ == Phase::kAnnounced) {
     // A commit before Go cannot happen; treat it as a protocol failure, never as success.
-    complete_locked(lock, OpError::kProtocol, "commit for an operation that never started");
+    complete_locked(lock, ErrorKind::kProtocol, "commit for an operation that never started");
   }
 }
 
@@ -146,7 +122,7 @@ bool CollectiveOp::begin_run() {
   return true;
 }
 
-bool CollectiveOp::end_run(std::optional<OpError> error, const std::string& message, uint64_t sent,
+bool CollectiveOp::end_run(std::optional<ErrorKind> error, const std::string& message, uint64_t sent,
                            uint64_t received, const Report& report) {
   std::unique_lock<std::mutex> lock(mutex_);
   touching_user_memory_ = false;
@@ -162,11 +138,7 @@ bool CollectiveOp::end_run(std::optional<OpError> error, const std::string& mess
     report(proto::Outcome::kCommit, "");
     return true;
   }
-  auto outcome = !error ? proto::Outcome::kAborted
-                 : *error == OpError::kTimeout ? proto::Outcome::kTimeout
-                 : *error == OpError::kPeerLost ? proto::Outcome::kIo
-                 : *error == OpError::kProtocol ? proto::Outcome::kProtocol
-                                                : proto::Outcome::kAborted;
+  auto outcome = error ? proto::outcome_of(*error) : proto::Outcome::kAborted;
   report(outcome, error ? message : decision_message_);
   // Prefer the coordinator's account (it names the lost peer) when it already came.
   if (decided_ && decision_error_) {
@@ -182,7 +154,7 @@ void CollectiveOp::await_decision(TimePoint deadline, const std::function<void()
   cv_.wait_until(lock, deadline, [this] { return decided_ || phase_ == Phase::kDone; });
   if (phase_ == Phase::kDone) return;
   if (!decided_) {
-    complete_locked(lock, OpError::kCoordinatorLost, "no commit or abort from the coordinator in time");
+    complete_locked(lock, ErrorKind::kCoordinatorLost, "no commit or abort from the coordinator in time");
     return;
   }
   if (decision_error_) {

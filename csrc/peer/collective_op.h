@@ -24,7 +24,7 @@
 
 #include "core/clock.h"
 #include "core/dtype.h"
-#include "net/socket_lanes.h"
+#include "net/cancel.h"
 #include "proto/messages.h"
 
 namespace pcomm::peer {
@@ -48,10 +48,6 @@ struct ReduceInfo {
   double seconds = 0;
 };
 
-// Why an op failed; maps one-to-one to an exception type (throw_op_error).
-enum class OpError { kTimeout, kPeerLost, kAborted, kInvalid, kProtocol, kIo, kCoordinatorLost };
-OpError op_error_from_outcome(proto::Outcome outcome);
-[[noreturn]] void throw_op_error(OpError kind, const std::string& message);
 
 class CollectiveOp {
  public:
@@ -74,14 +70,14 @@ class CollectiveOp {
   // Loop thread.
   void set_go(uint64_t op_id, int world, int rank);
   // The coordinator's decision, or a local failure of the whole communicator.
-  void decide(std::optional<OpError> error, const std::string& message);
+  void decide(std::optional<ErrorKind> error, const std::string& message);
 
   // Worker.
   bool begin_run();  // false: the op ended before it could start
   // After the ring: reports to the coordinator (before anyone can see the op end, so a
   // retry's announcement never overtakes this report) and returns true if the op
   // succeeded and now waits for the decision.
-  bool end_run(std::optional<OpError> error, const std::string& message, uint64_t sent, uint64_t received,
+  bool end_run(std::optional<ErrorKind> error, const std::string& message, uint64_t sent, uint64_t received,
                const Report& report);
   // Waits for the decision; on commit runs copy_out (with the user-memory flag held).
   void await_decision(TimePoint deadline, const std::function<void()>& copy_out);
@@ -94,7 +90,7 @@ class CollectiveOp {
   const std::shared_ptr<net::Cancel>& cancel() const { return cancel_; }
 
  private:
-  void complete_locked(std::unique_lock<std::mutex>& lock, std::optional<OpError> error, const std::string& message);
+  void complete_locked(std::unique_lock<std::mutex>& lock, std::optional<ErrorKind> error, const std::string& message);
 
   AllReduceRequest request_;
   GiveUp give_up_;
@@ -111,9 +107,9 @@ class CollectiveOp {
   int rank_ = 0;
   bool touching_user_memory_ = false;
   bool decided_ = false;  // a decision (or local failure) arrived
-  std::optional<OpError> decision_error_;
+  std::optional<ErrorKind> decision_error_;
   std::string decision_message_;
-  std::optional<OpError> error_;  // final outcome once done
+  std::optional<ErrorKind> error_;  // final outcome once done
   std::string message_;
   ReduceInfo info_;
 };

@@ -3,10 +3,13 @@
 
 #include <sys/epoll.h>
 
+#include <netinet/in.h>
+
 #include <thread>
 
 #include "core/errors.h"
 #include "net/address.h"
+#include "proto/path_messages.h"
 
 namespace pcomm::peer {
 
@@ -16,10 +19,6 @@ constexpr Millis kTickInterval{25};
 constexpr int kHeartbeatsPerTimeout = 4;
 // Pause between attempts to reach a coordinator that refused the connection.
 constexpr Millis kConnectRetry{100};
-// Link setup for an epoch must finish within this (or the heartbeat timeout, if longer).
-constexpr std::chrono::seconds kLinkSetupTimeout{10};
-// Incoming links for an epoch this peer has not heard of yet are parked; at most this many.
-constexpr size_t kMaxEarlyLinks = 256;
 constexpr uint32_t kMaxConnectionsPerPeer = 64;
 // How long past its deadline an op that finished its ring waits for the coordinator's
 // decision before giving up (a dead coordinator is normally noticed much sooner).
@@ -46,6 +45,16 @@ Communicator::Communicator(CommunicatorOptions options)
         send_coll_report(r.tag, r.call, op_id, outcome, message);
       },
       kDecisionGrace);
+  agent_ = std::make_unique<PathAgent>(
+      log_,
+      [this](std::vector<uint8_t> frame) {
+        loop_.post([this, frame = std::move(frame)]() mutable {
+          if (coord_) coord_->send(std::move(frame));
+        });
+      },
+      [this](std::shared_ptr<net::Link> link) { loop_.post([this, link] { on_inbound_link(link); }); });
+  remotes_ = std::make_unique<RemotePeers>(
+      PathEnv{options_.run, options_.connections_per_peer, agent_.get(), &log_});
 }
 
 Communicator::~Communicator() { close(); }
@@ -70,6 +79,11 @@ void Communicator::connect(Duration timeout) {
     loop_.start();
     loop_started_ = true;
   }
+  // One local port for the data listener and the coordinator connection (and punches):
+  // the coordinator then observes the NAT mapping that other peers must reach.
+  auto listen_hp = net::parse_host_port(options_.data_listen, true);
+  auto listener = std::make_shared<net::Socket>(net::Socket::listen_on(listen_hp, 512, /*share_port=*/true));
+  uint16_t shared_port = ntohs(listener->local_address().sin_port);
   // Reach the coordinator from this thread (the GIL is released by the binding); retry
   // refusals so a peer may start a moment before its coordinator.
   auto coord_hp = net::parse_host_port(options_.coordinator, false);
@@ -77,7 +91,7 @@ void Communicator::connect(Duration timeout) {
   std::string last_error;
   while (!sock.valid()) {
     try {
-      sock = net::Socket::connect_blocking(net::resolve(coord_hp), deadline);
+      sock = net::Socket::connect_blocking(net::resolve(coord_hp), deadline, shared_port);
     } catch (const TimeoutError&) {
       last_error = "connection attempt timed out";
     } catch (const IoError& e) {
@@ -90,17 +104,14 @@ void Communicator::connect(Duration timeout) {
     }
     std::this_thread::sleep_for(kConnectRetry);
   }
-  // Listen for data links; advertise the local address we reach the coordinator from.
-  auto listen_hp = net::parse_host_port(options_.data_listen, true);
-  auto listener = std::make_shared<net::Socket>(net::Socket::listen_on(listen_hp));
+  // Advertise the local address we reach the coordinator from.
   auto local = net::parse_host_port(net::format_sockaddr(sock.local_address()), true);
-  auto bound = net::parse_host_port(net::format_sockaddr(listener->local_address()), true);
   std::string advertised = (listen_hp.host == "0.0.0.0" ? local.host : listen_hp.host) + ":" +
-                           std::to_string(bound.port);
+                           std::to_string(shared_port);
+  agent_->set_shared_port(shared_port);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     state_ = State::kJoining;
-    fail_kind_ = FailKind::kNone;
     fail_message_.clear();
     peer_id_.clear();
     data_address_ = advertised;
@@ -116,6 +127,7 @@ void Communicator::connect(Duration timeout) {
     ++session_;
     if (coord_) coord_->close("reconnecting");
     teardown_links();
+    remotes_->clear();  // a new session has a new peer id: no pool survives it
     if (data_listener_.valid()) loop_.remove_fd(data_listener_.fd());
     data_listener_ = std::move(*listener);
     loop_.add_fd(data_listener_.fd(), EPOLLIN, [this](uint32_t) { on_data_accept(); });
@@ -178,15 +190,22 @@ void Communicator::close() {
     links_.reset();
   }
   cv_.notify_all();
-  fail_ops(OpError::kAborted, "the communicator was closed");
+  fail_ops(ErrorKind::kAborted, "the communicator was closed");
   {
     std::shared_ptr<StateSession> session;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       session = state_session_;
     }
-    if (session) session->fail(OpError::kAborted, "the communicator was closed");
+    if (session) session->fail(ErrorKind::kAborted, "the communicator was closed");
   }
+  // Unblock an epoch's link preparation first: it runs on the data-plane thread.
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (prepare_cancel_) prepare_cancel_->fire("the communicator was closed");
+  }
+  agent_->stop();
+  remotes_->clear();
   data_plane_->stop();
   if (!loop_started_) return;
   loop_.post([this] {
@@ -226,14 +245,7 @@ void Communicator::wait_until(std::unique_lock<std::mutex>& lock, const Deadline
   }
 }
 
-void Communicator::raise_failure() const {
-  switch (fail_kind_) {
-    case FailKind::kPeerLost: throw PeerLostError(fail_message_);
-    case FailKind::kProtocol: throw ProtocolError(fail_message_);
-    case FailKind::kInvalid: throw InvalidArgument(fail_message_);
-    default: throw CoordinatorLostError(fail_message_);
-  }
-}
+void Communicator::raise_failure() const { throw_error(fail_kind_, fail_message_); }
 
 int Communicator::world_size() const {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -270,7 +282,7 @@ bool Communicator::connected() const {
 
 // ---- loop thread ---------------------------------------------------------------------
 
-void Communicator::fail(FailKind kind, const std::string& message) {
+void Communicator::fail(ErrorKind kind, const std::string& message) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (state_ != State::kJoining && state_ != State::kActive) return;
@@ -281,17 +293,13 @@ void Communicator::fail(FailKind kind, const std::string& message) {
   }
   log_.error(message);
   cv_.notify_all();
-  OpError op_kind = kind == FailKind::kPeerLost          ? OpError::kPeerLost
-                    : kind == FailKind::kCoordinatorLost ? OpError::kCoordinatorLost
-                    : kind == FailKind::kInvalid         ? OpError::kInvalid
-                                                         : OpError::kProtocol;
-  fail_ops(op_kind, message);
+  fail_ops(kind, message);
   std::shared_ptr<StateSession> session;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     session = state_session_;
   }
-  if (session) session->fail(op_kind, message);
+  if (session) session->fail(kind, message);
 }
 
 void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, size_t size) {
@@ -351,6 +359,21 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
     case MsgType::kCollGo:
       on_coll_go(proto::CollGo::decode(payload, size));
       return;
+    case MsgType::kObserve:
+      on_observe(proto::decode_fields<proto::Observe>(payload, size));
+      return;
+    case MsgType::kPunchPrepare:
+      agent_->on_punch_prepare(proto::decode_fields<proto::PunchPrepare>(payload, size));
+      return;
+    case MsgType::kPunchGo:
+      agent_->on_punch_go(proto::decode_fields<proto::PunchGo>(payload, size));
+      return;
+    case MsgType::kRelayOffer:
+      agent_->on_relay_offer(proto::decode_fields<proto::RelayOffer>(payload, size));
+      return;
+    case MsgType::kPathFailed:
+      agent_->on_path_failed(proto::decode_fields<proto::PathFailed>(payload, size));
+      return;
     case MsgType::kCollResult:
       on_coll_result(proto::CollOutcome::decode(payload, size));
       return;
@@ -358,17 +381,17 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
       auto err = proto::ErrorMsg::decode(payload, size);
       switch (err.code) {
         case proto::ErrorCode::kDropped:
-          fail(FailKind::kPeerLost, "this peer was dropped from the run by the coordinator (" + err.text +
+          fail(ErrorKind::kPeerLost, "this peer was dropped from the run by the coordinator (" + err.text +
                                         "); call connect() to rejoin as a new peer");
           break;
         case proto::ErrorCode::kShutdown:
-          fail(FailKind::kCoordinatorLost, "the coordinator at " + options_.coordinator + " shut down");
+          fail(ErrorKind::kCoordinatorLost, "the coordinator at " + options_.coordinator + " shut down");
           break;
         case proto::ErrorCode::kRunMismatch:
-          fail(FailKind::kInvalid, err.text);
+          fail(ErrorKind::kInvalid, err.text);
           break;
         default:
-          fail(FailKind::kProtocol, "the coordinator refused this peer: " + err.text);
+          fail(ErrorKind::kProtocol, "the coordinator refused this peer: " + err.text);
       }
       coord_->close("coordinator sent an error");
       return;
@@ -379,7 +402,7 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
 }
 
 void Communicator::on_coordinator_closed(const std::string& reason) {
-  fail(FailKind::kCoordinatorLost, "lost the coordinator at " + options_.coordinator + ": " + reason);
+  fail(ErrorKind::kCoordinatorLost, "lost the coordinator at " + options_.coordinator + ": " + reason);
   teardown_links();
 }
 
@@ -389,7 +412,7 @@ void Communicator::heartbeat_tick(uint64_t session) {
   if (session != session_ || !coord_ || coord_->closed()) return;
   auto now = Clock::now();
   if (now - last_heard_ > heartbeat_timeout_) {
-    fail(FailKind::kCoordinatorLost, "the coordinator at " + options_.coordinator + " was silent for more than " +
+    fail(ErrorKind::kCoordinatorLost, "the coordinator at " + options_.coordinator + " was silent for more than " +
                                          std::to_string(to_millis(heartbeat_timeout_)) + " ms");
     coord_->close("heartbeat timeout");
     teardown_links();
@@ -401,127 +424,10 @@ void Communicator::heartbeat_tick(uint64_t session) {
   loop_.run_after(kTickInterval, [this, session] { heartbeat_tick(session); });
 }
 
-void Communicator::on_topology(const proto::Topology& topology) {
-  std::string self;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    self = peer_id_;
-  }
-  int rank = -1;
-  std::vector<std::string> ids;
-  for (size_t i = 0; i < topology.ring.size(); ++i) {
-    ids.push_back(topology.ring[i].peer_id);
-    if (topology.ring[i].peer_id == self) rank = static_cast<int>(i);
-  }
-  if (rank < 0) throw ProtocolError("topology for epoch " + std::to_string(topology.epoch) + " does not include this peer");
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    epoch_ = topology.epoch;
-    ring_ = ids;
-    rank_ = rank;
-    links_.reset();
-  }
-  update_log_context(self, topology.epoch);
-  log_.info("topology: rank ", rank, " of ", ids.size());
-  cv_.notify_all();
-  if (builder_) builder_->cancel();
-  builder_.reset();
-  uint64_t epoch = topology.epoch;
-  auto report_ready = [this, epoch](LinkSet set) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (epoch_ == epoch) links_ = std::make_shared<LinkSet>(std::move(set));
-    }
-    if (coord_) coord_->send(proto::frame_of(proto::MsgType::kLinksReady, proto::EpochMsg{epoch}.encode()));
-  };
-  size_t n = ids.size();
-  if (n == 1) {
-    report_ready(LinkSet{epoch, self, self, {}, {}});
-    return;
-  }
-  LinkPlan plan;
-  plan.run = options_.run;
-  plan.self_id = self;
-  plan.epoch = epoch;
-  plan.left_id = ids[(static_cast<size_t>(rank) + n - 1) % n];
-  const auto& right = topology.ring[(static_cast<size_t>(rank) + 1) % n];
-  plan.right_id = right.peer_id;
-  plan.right_address = right.data_address;
-  plan.connections = options_.connections_per_peer;
-  plan.timeout = std::max<Duration>(kLinkSetupTimeout, heartbeat_timeout_);
-  builder_ = std::make_shared<LinkBuilder>(
-      loop_, plan, log_, report_ready, [this, epoch](const std::string& neighbour, const std::string& reason) {
-        log_.warn("links of epoch ", epoch, " failed: ", reason);
-        if (coord_) coord_->send(proto::frame_of(proto::LinksFailed{epoch, neighbour, reason}));
-      });
-  builder_->start();
-  // Connections that arrived before this topology: hand over this epoch's, drop older ones.
-  auto early = std::move(early_links_);
-  early_links_.clear();
-  for (auto& [hello, conn] : early) {
-    if (conn->closed()) continue;
-    route_link_hello(hello, conn);
-  }
-}
-
-void Communicator::on_data_accept() {
-  for (;;) {
-    net::Socket s = data_listener_.accept_one();
-    if (!s.valid()) return;
-    auto conn = net::FramedConnection::create(loop_, std::move(s));
-    std::weak_ptr<net::FramedConnection> weak = conn;
-    conn->start(
-        [this, weak](uint16_t type, const uint8_t* p, size_t n) {
-          auto c = weak.lock();
-          if (!c) return;
-          if (type == static_cast<uint16_t>(proto::StateMsg::kFetchHello)) {
-            auto hello = proto::FetchHello::decode(p, n);
-            if (hello.run != options_.run) throw InvalidArgument("run name mismatch on the data port");
-            route_fetch_hello(hello, c);
-            return;
-          }
-          if (type != static_cast<uint16_t>(proto::MsgType::kLinkHello)) {
-            throw ProtocolError("expected LinkHello or FetchHello on the data port, got message type " +
-                                std::to_string(type));
-          }
-          auto hello = proto::LinkHello::decode(p, n);
-          if (hello.run != options_.run) {
-            throw InvalidArgument("run name mismatch: this peer is in run '" + options_.run + "', not '" +
-                                  hello.run + "'");
-          }
-          route_link_hello(hello, c);
-        },
-        [](const std::string&) {});
-    // A connection that never completes its handshake is closed.
-    loop_.run_after(kLinkSetupTimeout, [weak] {
-      if (auto c = weak.lock()) c->close("link handshake timed out");
-    });
-  }
-}
-
-void Communicator::route_link_hello(const proto::LinkHello& hello,
-                                    const std::shared_ptr<net::FramedConnection>& conn) {
-  uint64_t current;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    current = epoch_;
-  }
-  if (builder_ && builder_->epoch() == hello.epoch) {
-    builder_->offer(hello, conn);
-  } else if (hello.epoch > current && early_links_.size() < kMaxEarlyLinks) {
-    early_links_.emplace_back(hello, conn);  // our topology for that epoch is on its way
-  } else {
-    conn->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kBadRequest),
-                               "no link setup in progress for epoch " + std::to_string(hello.epoch));
-  }
-}
-
 void Communicator::teardown_links() {
-  if (builder_) builder_->cancel();
-  builder_.reset();
-  for (auto& [hello, conn] : early_links_) conn->close("link setup abandoned");
-  early_links_.clear();
   std::lock_guard<std::mutex> lock(mutex_);
+  if (prepare_cancel_) prepare_cancel_->fire("link setup abandoned");
+  prepare_cancel_.reset();
   links_.reset();
 }
 

@@ -1,5 +1,12 @@
 // Communicator: one peer of a run. It keeps a connection to the coordinator (hello,
-// heartbeats both ways, topology updates) and the data links of the current epoch.
+// heartbeats both ways, topology updates) and composes the parts that reach other
+// peers: RemotePeers (a pool of links per remote peer and the path choice: direct,
+// punched, relayed), PathAgent (this side of punching and relaying), DataPlane (ops and
+// each epoch's link preparation), StateSession (shared state).
+//
+// One local port: the data listener and the coordinator connection share it (and the
+// probe and every punched connection of a pool), so the endpoint the coordinator
+// observes is the NAT mapping other peers must reach (remote_peer.h).
 //
 // Threads: the caller's thread runs the public methods, which post work to this peer's
 // EventLoop thread and wait on a condition variable with a deadline; everything that
@@ -28,7 +35,8 @@
 #include "net/frame_conn.h"
 #include "peer/collective_op.h"
 #include "peer/data_plane.h"
-#include "peer/links.h"
+#include "peer/path_agent.h"
+#include "peer/remote_peer.h"
 #include "peer/state_session.h"
 #include "proto/messages.h"
 
@@ -78,6 +86,8 @@ class Communicator {
   uint32_t pending_peers() const;
   bool connected() const;
   std::string data_address() const;
+  // The current pools to this peer's ring neighbours (comm.links()).
+  std::vector<LinkInfo> links() const;
   Duration default_timeout() const { return options_.timeout; }
   // Called every 100 ms by connect(), update_topology() and sync_shared_state() while they
   // wait (never with a lock held); returning true makes the wait throw Interrupted.
@@ -85,16 +95,22 @@ class Communicator {
 
  private:
   enum class State { kIdle, kJoining, kActive, kFailed, kClosed };
-  enum class FailKind { kNone, kCoordinatorLost, kPeerLost, kProtocol, kInvalid };
 
   // Loop thread.
   void on_coordinator_frame(uint16_t type, const uint8_t* payload, size_t size);
   void on_coordinator_closed(const std::string& reason);
   void on_topology(const proto::Topology& topology);
   void on_data_accept();
+  // A connection another peer opened to us (accepted, punched or relayed): its first
+  // frame says what it is for (LinkHello: a pool; FetchHello: a state fetch).
+  void on_inbound_link(std::shared_ptr<net::Link> link);
   void route_link_hello(const proto::LinkHello& hello, const std::shared_ptr<net::FramedConnection>& conn);
+  void on_observe(const proto::Observe& observe);
+  // Data-plane thread: this epoch's pools to both neighbours, re-synchronised.
+  void prepare_links(uint64_t epoch, const proto::RingMember& self, const std::string& left, const std::string& right,
+                     TimePoint deadline, const std::shared_ptr<net::Cancel>& cancel);
   void heartbeat_tick(uint64_t session);
-  void fail(FailKind kind, const std::string& message);
+  void fail(ErrorKind kind, const std::string& message);
   void teardown_links();
   void on_coll_go(const proto::CollGo& go);
   void on_coll_result(const proto::CollOutcome& result);
@@ -104,7 +120,7 @@ class Communicator {
   void send_state_report(uint64_t call, uint64_t sync_id, proto::Outcome outcome, const std::string& message);
   void send_coll_report(uint32_t tag, uint64_t call, uint64_t op_id, proto::Outcome outcome, const std::string& message);
   // Ends every op in flight with this error (coordinator lost, closed...).
-  void fail_ops(OpError kind, const std::string& message);
+  void fail_ops(ErrorKind kind, const std::string& message);
 
   // Caller thread.
   void wait_until(std::unique_lock<std::mutex>& lock, const Deadline& deadline, const char* what,
@@ -121,8 +137,7 @@ class Communicator {
   // Loop-thread state.
   std::shared_ptr<net::FramedConnection> coord_;
   net::Socket data_listener_;
-  std::shared_ptr<LinkBuilder> builder_;
-  std::vector<std::pair<proto::LinkHello, std::shared_ptr<net::FramedConnection>>> early_links_;
+  std::shared_ptr<net::Cancel> prepare_cancel_;  // the current epoch's link preparation (under mutex_)
   TimePoint last_heard_;
   Duration heartbeat_timeout_{};
   uint64_t session_ = 0;  // bumps on every connect(), so stale timers stop
@@ -131,7 +146,7 @@ class Communicator {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   State state_ = State::kIdle;
-  FailKind fail_kind_ = FailKind::kNone;
+  ErrorKind fail_kind_ = ErrorKind::kCoordinatorLost;  // meaningful in kFailed
   std::string fail_message_;
   std::string peer_id_;
   std::string data_address_;
@@ -147,6 +162,10 @@ class Communicator {
   uint64_t next_call_ = 1;
   std::shared_ptr<StateSession> state_session_;  // the sync_shared_state call in progress
   std::unique_ptr<DataPlane> data_plane_;
+  std::unique_ptr<PathAgent> agent_;
+  std::unique_ptr<RemotePeers> remotes_;
+  proto::RingMember self_member_;  // as the last topology described this peer
+  std::vector<std::string> neighbours_;  // left, right (for links())
 
   mutable std::mutex log_mutex_;  // guards log_context_ only, so logging never takes mutex_
   std::string log_context_ = "peer - epoch 0";

@@ -51,7 +51,7 @@ void Communicator::send_coll_report(uint32_t tag, uint64_t call, uint64_t op_id,
   });
 }
 
-void Communicator::fail_ops(OpError kind, const std::string& message) {
+void Communicator::fail_ops(ErrorKind kind, const std::string& message) {
   std::map<uint32_t, std::shared_ptr<CollectiveOp>> ops;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -80,8 +80,8 @@ void Communicator::on_coll_go(const proto::CollGo& go) {
   }
   if (!links) {
     op->set_go(go.op_id, world, rank);
-    op->decide(OpError::kPeerLost, "no data links for epoch " + std::to_string(go.epoch));
-    send_coll_report(go.tag, go.call, go.op_id, proto::Outcome::kIo, "no data links for epoch " + std::to_string(go.epoch));
+    op->decide(ErrorKind::kPeerLost, "no data links for epoch " + std::to_string(go.epoch));
+    send_coll_report(go.tag, go.call, go.op_id, proto::Outcome::kPeerLost, "no data links for epoch " + std::to_string(go.epoch));
     return;
   }
   op->set_go(go.op_id, world, rank);
@@ -100,7 +100,7 @@ void Communicator::on_coll_result(const proto::CollOutcome& result) {
   if (result.outcome == proto::Outcome::kCommit) {
     op->decide(std::nullopt, "");
   } else {
-    op->decide(op_error_from_outcome(result.outcome), result.message);
+    op->decide(proto::error_kind(result.outcome), result.message);
   }
 }
 

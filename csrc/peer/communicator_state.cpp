@@ -27,6 +27,7 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
   }
   std::shared_ptr<StateSession> session;
   std::string self;
+  proto::RingMember self_member;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (state_ == State::kFailed) raise_failure();
@@ -36,6 +37,7 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
     session = std::make_shared<StateSession>(vote.call, tensors, deadline.at(), interrupt_check_);
     state_session_ = session;
     self = peer_id_;
+    self_member = self_member_;
   }
   auto end_session = [&] {
     session->stop_serving();  // no thread reads the tensors after this
@@ -61,7 +63,10 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
       buffers.push_back(incoming.back().get());
     }
     FetchSpec spec{options_.run,  self,        plan.sync_id,    plan.sources, options_.connections_per_peer,
-                   deadline.at(), interrupt_check_};
+                   deadline.at(), interrupt_check_,
+                   [this, self_member](const std::string& peer, TimePoint until) {
+                     return remotes_->get(peer)->open_stream(self_member, until, nullptr);
+                   }};
     result.bytes_received = fetch_pieces(spec, make_pieces(plan.fetch, sizes, buffers, kPieceBytes));
     for (size_t k = 0; k < plan.fetch.size(); ++k) {
       uint32_t i = plan.fetch[k];
@@ -75,11 +80,7 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
     session->wait_result(std::max(deadline.at(), Clock::now()) + kDecisionGrace);
   } catch (const Error& e) {
     if (!reported) {
-      proto::Outcome outcome = dynamic_cast<const TimeoutError*>(&e) ? proto::Outcome::kTimeout
-                               : dynamic_cast<const PeerLostError*>(&e) ? proto::Outcome::kIo
-                               : dynamic_cast<const ProtocolError*>(&e) ? proto::Outcome::kProtocol
-                                                                        : proto::Outcome::kAborted;
-      send_state_report(vote.call, session->sync_id(), outcome, e.what());
+      send_state_report(vote.call, session->sync_id(), proto::outcome_of(kind_of(e)), e.what());
     }
     end_session();
     throw;

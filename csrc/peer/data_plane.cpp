@@ -7,7 +7,7 @@
 
 #include "collectives/allreduce_ring.h"
 #include "core/errors.h"
-#include "net/socket_lanes.h"
+#include "net/link_lanes.h"
 
 namespace pcomm::peer {
 
@@ -40,7 +40,9 @@ void DataPlane::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
-    for (auto& [op, links] : queue_) op->decide(OpError::kAborted, "the communicator was closed");
+    for (auto& item : queue_) {
+      if (item.op) item.op->decide(ErrorKind::kAborted, "the communicator was closed");
+    }
     queue_.clear();
   }
   cv_.notify_all();
@@ -51,10 +53,19 @@ void DataPlane::enqueue(std::shared_ptr<CollectiveOp> op, std::shared_ptr<LinkSe
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) {
-      op->decide(OpError::kAborted, "the communicator was closed");
+      op->decide(ErrorKind::kAborted, "the communicator was closed");
       return;
     }
-    queue_.emplace_back(std::move(op), std::move(links));
+    queue_.push_back(Item{std::move(op), std::move(links), nullptr});
+  }
+  cv_.notify_all();
+}
+
+void DataPlane::enqueue_task(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return;
+    queue_.push_back(Item{nullptr, nullptr, std::move(task)});
   }
   cv_.notify_all();
 }
@@ -70,7 +81,7 @@ void* DataPlane::scratch(size_t bytes) {
 
 void DataPlane::run() {
   for (;;) {
-    std::pair<std::shared_ptr<CollectiveOp>, std::shared_ptr<LinkSet>> item;
+    Item item;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -78,7 +89,11 @@ void DataPlane::run() {
       item = std::move(queue_.front());
       queue_.pop_front();
     }
-    execute(item.first, item.second);
+    if (item.task) {
+      item.task();  // catches its own errors
+    } else {
+      execute(item.op, item.links);
+    }
   }
 }
 
@@ -93,15 +108,15 @@ void DataPlane::execute(const std::shared_ptr<CollectiveOp>& op, const std::shar
   int world = op->world();
   bool local = world == 1 || req.count == 0;
   void* result = local ? req.data : nullptr;
-  std::optional<OpError> error;
+  std::optional<ErrorKind> error;
   std::string message;
   collectives::AllReduceStats stats;
   try {
     if (!local) {
-      PCOMM_CHECK(links && links->to_right.size() == links->from_left.size() && !links->to_right.empty(),
-                  IoError, "no data links for this epoch");
+      PCOMM_CHECK(links && !links->to_right.empty() && !links->from_left.empty(), IoError,
+                  "no data links for this epoch");
       result = scratch(bytes);
-      net::SocketLanes lanes(links->to_right, links->from_left, op->cancel());
+      net::LinkLanes lanes(links->to_right, links->from_left, op->cancel());
       collectives::AllReduceArgs args;
       args.dtype = req.dtype;
       args.op = req.op;
@@ -117,20 +132,11 @@ void DataPlane::execute(const std::shared_ptr<CollectiveOp>& op, const std::shar
       args.threads = threads_;
       stats = collectives::allreduce_ring(lanes, args);
     }
-  } catch (const TimeoutError& e) {
-    error = OpError::kTimeout;
-    message = e.what();
-  } catch (const Aborted& e) {
-    error = OpError::kAborted;
-    message = e.what();
   } catch (const IoError& e) {
-    error = OpError::kPeerLost;
+    error = ErrorKind::kPeerLost;  // kind_of's rule; the message says which link
     message = std::string("a data link failed: ") + e.what();
-  } catch (const ProtocolError& e) {
-    error = OpError::kProtocol;
-    message = e.what();
   } catch (const Error& e) {
-    error = OpError::kAborted;
+    error = kind_of(e);
     message = e.what();
   }
   bool ok = op->end_run(error, message, stats.bytes_sent, stats.bytes_received,

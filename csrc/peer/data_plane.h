@@ -2,6 +2,8 @@
 // Go messages (the same order on every peer) and run one at a time on the links of their
 // epoch; the ring writes into a scratch buffer kept between ops (so large tensors do not
 // page-fault a fresh buffer every time), and the result is copied out only on commit.
+// Tasks (an epoch's link preparation) run on the same thread in the same queue, so no op
+// ever uses a link while its streams are being re-synchronised (link_resync.h).
 #pragma once
 
 #include <condition_variable>
@@ -13,9 +15,17 @@
 
 #include "core/clock.h"
 #include "peer/collective_op.h"
-#include "peer/links.h"
+#include "net/link.h"
 
 namespace pcomm::peer {
+
+// The links of one epoch: lane i sends on to_right[i] and receives on from_left[i]
+// (pools shared with other epochs; the two are the same pool in a ring of two).
+struct LinkSet {
+  uint64_t epoch = 0;
+  std::string left_id, right_id;
+  std::vector<std::shared_ptr<net::Link>> to_right, from_left;
+};
 
 class DataPlane {
  public:
@@ -28,6 +38,7 @@ class DataPlane {
   DataPlane& operator=(const DataPlane&) = delete;
 
   void enqueue(std::shared_ptr<CollectiveOp> op, std::shared_ptr<LinkSet> links);
+  void enqueue_task(std::function<void()> task);
   void stop();
 
  private:
@@ -39,7 +50,12 @@ class DataPlane {
   Duration decision_grace_;
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<std::pair<std::shared_ptr<CollectiveOp>, std::shared_ptr<LinkSet>>> queue_;
+  struct Item {
+    std::shared_ptr<CollectiveOp> op;
+    std::shared_ptr<LinkSet> links;
+    std::function<void()> task;
+  };
+  std::deque<Item> queue_;
   bool stopping_ = false;
   std::unique_ptr<uint8_t[]> scratch_;
   size_t scratch_size_ = 0;

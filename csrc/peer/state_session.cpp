@@ -37,7 +37,7 @@ void StateSession::set_result(const proto::StateOutcome& result) {
   cv_.notify_all();
 }
 
-void StateSession::fail(OpError kind, const std::string& message) {
+void StateSession::fail(ErrorKind kind, const std::string& message) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!failure_) failure_ = std::make_pair(kind, message);
   cv_.notify_all();
@@ -56,9 +56,9 @@ bool StateSession::accepts(uint64_t sync_id) const {
 }
 
 void StateSession::throw_if_failed() const {
-  if (failure_) throw_op_error(failure_->first, failure_->second);
+  if (failure_) throw_error(failure_->first, failure_->second);
   if (result_ && result_->outcome != proto::Outcome::kCommit) {
-    throw_op_error(op_error_from_outcome(result_->outcome), result_->message);
+    throw_error(proto::error_kind(result_->outcome), result_->message);
   }
 }
 

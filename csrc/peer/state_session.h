@@ -28,10 +28,10 @@ class StateSession {
   // Loop thread.
   void set_plan(const proto::StatePlan& plan);
   void set_result(const proto::StateOutcome& result);
-  void fail(OpError kind, const std::string& message);
+  void fail(ErrorKind kind, const std::string& message);
   // Whether a fetch connection for sync_id (0 is not a valid id) is ours to serve.
   bool accepts(uint64_t sync_id) const;
-  void serve(net::Socket socket) { server_.serve(std::move(socket)); }
+  void serve(std::shared_ptr<net::Link> link) { server_.serve(std::move(link)); }
 
   // Caller thread. Each throws the failure or the coordinator's refusal.
   proto::StatePlan wait_plan(TimePoint deadline);
@@ -54,7 +54,7 @@ class StateSession {
   std::condition_variable cv_;
   std::optional<proto::StatePlan> plan_;
   std::optional<proto::StateOutcome> result_;
-  std::optional<std::pair<OpError, std::string>> failure_;
+  std::optional<std::pair<ErrorKind, std::string>> failure_;
 };
 
 }  // namespace pcomm::peer

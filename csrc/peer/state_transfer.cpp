@@ -10,7 +10,7 @@
 #include <set>
 
 #include "core/errors.h"
-#include "net/address.h"
+#include "net/link_frames.h"
 #include "proto/wire.h"
 
 namespace pcomm::peer {
@@ -18,21 +18,6 @@ namespace pcomm::peer {
 namespace {
 // The largest piece a source serves in one answer (a receiver asks for less).
 constexpr uint64_t kMaxPiece = 64ull << 20;
-
-void send_frame(const net::Socket& s, uint16_t type, const std::vector<uint8_t>& payload, TimePoint deadline) {
-  auto frame = proto::make_frame(type, payload);
-  s.send_all(frame.data(), frame.size(), Deadline(deadline - Clock::now()));
-}
-
-proto::Header recv_header(const net::Socket& s, TimePoint deadline) {
-  uint8_t h[proto::kHeaderSize];
-  s.recv_all(h, sizeof h, Deadline(deadline - Clock::now()));
-  proto::Header header = proto::decode_header(h);
-  if (header.version != proto::kProtocolVersion) {
-    throw ProtocolError("protocol version mismatch: remote speaks " + std::to_string(header.version));
-  }
-  return header;
-}
 }  // namespace
 
 std::vector<FetchPiece> make_pieces(const std::vector<uint32_t>& tensors, const std::vector<uint64_t>& sizes,
@@ -62,11 +47,11 @@ uint64_t fetch_pieces(const FetchSpec& spec, const std::vector<FetchPiece>& piec
   auto worker = [&](const proto::RingMember& source) {
     std::optional<size_t> holding;
     try {
-      auto sock = net::Socket::connect_blocking(net::resolve(net::parse_host_port(source.data_address, false)),
-                                                Deadline(spec.deadline - Clock::now()));
-      send_frame(sock, static_cast<uint16_t>(proto::StateMsg::kFetchHello),
-                 proto::FetchHello{spec.run, spec.self_id, spec.sync_id}.encode(), spec.deadline);
-      proto::Header ack = recv_header(sock, spec.deadline);
+      auto link = spec.open(source.peer_id, spec.deadline);
+      net::Link& sock = *link;
+      net::send_frame(sock, static_cast<uint16_t>(proto::StateMsg::kFetchHello),
+                      proto::FetchHello{spec.run, spec.self_id, spec.sync_id}.encode(), spec.deadline);
+      proto::Header ack = net::read_header(sock, spec.deadline);
       if (ack.type != static_cast<uint16_t>(proto::StateMsg::kFetchAck) || ack.length != 0) {
         throw ProtocolError("source " + source.peer_id + " refused the fetch (message type " +
                             std::to_string(ack.type) + ")");
@@ -79,14 +64,14 @@ uint64_t fetch_pieces(const FetchSpec& spec, const std::vector<FetchPiece>& piec
           queue.pop_front();
         }
         const FetchPiece& p = pieces[*holding];
-        send_frame(sock, static_cast<uint16_t>(proto::StateMsg::kFetchRequest),
-                   proto::FetchRequest{p.tensor, p.offset, p.length}.encode(), spec.deadline);
-        proto::Header h = recv_header(sock, spec.deadline);
+        net::send_frame(sock, static_cast<uint16_t>(proto::StateMsg::kFetchRequest),
+                        proto::FetchRequest{p.tensor, p.offset, p.length}.encode(), spec.deadline);
+        proto::Header h = net::read_header(sock, spec.deadline);
         if (h.type != static_cast<uint16_t>(proto::StateMsg::kFetchData) || h.length != p.length) {
           throw ProtocolError("source " + source.peer_id + " answered with type " + std::to_string(h.type) +
                               " and " + std::to_string(h.length) + " bytes for a request of " + std::to_string(p.length));
         }
-        sock.recv_all(p.dest, p.length, Deadline(spec.deadline - Clock::now()));
+        sock.recv_all(p.dest, p.length, spec.deadline);
         std::lock_guard<std::mutex> lock(mutex);
         ++done;
         received += p.length + proto::kHeaderSize;
@@ -97,7 +82,7 @@ uint64_t fetch_pieces(const FetchSpec& spec, const std::vector<FetchPiece>& piec
       std::lock_guard<std::mutex> lock(mutex);
       if (holding) queue.push_front(*holding);  // another connection takes it
       lost.insert(source.peer_id);
-      last_error = "source " + source.peer_id + " at " + source.data_address + ": " + e.what();
+      last_error = "source " + source.peer_id + ": " + e.what();
     }
     std::lock_guard<std::mutex> lock(mutex);
     --workers;
@@ -140,12 +125,14 @@ StateServer::StateServer(const std::vector<StateTensor>& tensors, TimePoint dead
 
 StateServer::~StateServer() { stop(); }
 
-void StateServer::serve(net::Socket socket) {
+void StateServer::serve(std::shared_ptr<net::Link> link) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (stopping_) return;  // the socket closes as it goes out of scope
-  int fd = socket.fd();
-  sockets_.push_back(std::move(socket));
-  threads_.emplace_back([this, fd] { run(fd); });
+  if (stopping_) {
+    link->shutdown();
+    return;
+  }
+  links_.push_back(link);
+  threads_.emplace_back([this, link] { run(*link); });
 }
 
 void StateServer::stop() {
@@ -153,24 +140,23 @@ void StateServer::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
-    for (auto& s : sockets_) ::shutdown(s.fd(), SHUT_RDWR);  // wakes every blocked thread
+    for (auto& l : links_) l->shutdown();  // wakes every blocked thread
     threads.swap(threads_);
   }
   for (auto& t : threads) t.join();
   std::lock_guard<std::mutex> lock(mutex_);
-  sockets_.clear();
+  links_.clear();
 }
 
-void StateServer::run(int fd) {
-  net::Socket view(fd);  // borrowed: released below, closed by stop()
+void StateServer::run(net::Link& view) {
   try {
     for (;;) {
-      proto::Header h = recv_header(view, deadline_);
+      proto::Header h = net::read_header(view, deadline_);
       if (h.type != static_cast<uint16_t>(proto::StateMsg::kFetchRequest) || h.length > 64) {
         throw ProtocolError("expected a FetchRequest");
       }
       std::vector<uint8_t> payload(h.length);
-      view.recv_all(payload.data(), payload.size(), Deadline(deadline_ - Clock::now()));
+      view.recv_all(payload.data(), payload.size(), deadline_);
       auto req = proto::FetchRequest::decode(payload.data(), payload.size());
       if (req.tensor >= tensors_.size() || req.length > kMaxPiece || req.offset > tensors_[req.tensor].nbytes ||
           req.length > tensors_[req.tensor].nbytes - req.offset) {
@@ -180,16 +166,15 @@ void StateServer::run(int fd) {
       proto::encode_header(proto::Header{proto::kProtocolVersion, static_cast<uint16_t>(proto::StateMsg::kFetchData),
                                          static_cast<uint32_t>(req.length)},
                            header);
-      view.send_all(header, sizeof header, Deadline(deadline_ - Clock::now()));
-      view.send_all(static_cast<const uint8_t*>(tensors_[req.tensor].data) + req.offset, req.length,
-                    Deadline(deadline_ - Clock::now()));
+      view.send_all(header, sizeof header, deadline_);
+      view.send_all(static_cast<const uint8_t*>(tensors_[req.tensor].data) + req.offset, req.length, deadline_);
       bytes_sent_ += req.length + sizeof header;
     }
   } catch (const std::exception&) {
     // The receiver is done (closed), broke the protocol, or we are stopping: either way
     // this connection ends here and nothing else is affected.
   }
-  view.release();
+  view.shutdown();
 }
 
 }  // namespace pcomm::peer

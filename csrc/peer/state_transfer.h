@@ -1,11 +1,12 @@
-// Moving shared-state bytes between peers, outside the ring: a receiver opens
-// connections straight to the peers that hold the chosen content (their data ports) and
-// pulls pieces over all of them at once; a source answers each FetchRequest with the
+// Moving shared-state bytes between peers, outside the ring: a receiver opens streams to
+// the peers that hold the chosen content (through their RemotePeer: direct, punched or
+// relayed) and pulls pieces over all of them at once; a source answers each FetchRequest with the
 // bytes of its tensors. A source that dies mid-transfer only loses the piece it was
 // sending: the piece goes back to the queue and another source's connection takes it.
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <functional>
 #include <cstdint>
 #include <mutex>
@@ -14,7 +15,7 @@
 #include <vector>
 
 #include "core/clock.h"
-#include "net/socket.h"
+#include "net/link.h"
 #include "proto/state_messages.h"
 
 namespace pcomm::peer {
@@ -43,6 +44,8 @@ struct FetchSpec {
   uint32_t connections_per_source = 4;
   TimePoint deadline;
   std::function<bool()> interrupt;  // checked every 100 ms while waiting (Ctrl-C); may be empty
+  // Opens a new stream to a source (RemotePeer::open_stream); throws on failure.
+  std::function<std::shared_ptr<net::Link>(const std::string& peer, TimePoint deadline)> open;
 };
 
 // Fetches every piece; returns the bytes received. Throws PeerLostError when every
@@ -59,18 +62,18 @@ class StateServer {
  public:
   StateServer(const std::vector<StateTensor>& tensors, TimePoint deadline);
   ~StateServer();
-  void serve(net::Socket socket);
+  void serve(std::shared_ptr<net::Link> link);
   void stop();  // closes every connection and joins the threads; idempotent
   uint64_t bytes_sent() const { return bytes_sent_.load(); }
 
  private:
-  void run(int fd);
+  void run(net::Link& link);
 
   std::vector<StateTensor> tensors_;
   TimePoint deadline_;
   std::mutex mutex_;
   bool stopping_ = false;
-  std::vector<net::Socket> sockets_;
+  std::vector<std::shared_ptr<net::Link>> links_;
   std::vector<std::thread> threads_;
   std::atomic<uint64_t> bytes_sent_{0};
 };

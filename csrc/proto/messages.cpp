@@ -3,6 +3,11 @@
 
 namespace pcomm::proto {
 
+Outcome outcome_from_wire(uint8_t value) {
+  if (value > static_cast<uint8_t>(Outcome::kProtocol)) throw ProtocolError("unknown outcome " + std::to_string(value));
+  return static_cast<Outcome>(value);
+}
+
 std::vector<uint8_t> ErrorMsg::encode() const {
   Writer w;
   w.u16(static_cast<uint16_t>(code));
@@ -90,6 +95,8 @@ std::vector<uint8_t> Topology::encode() const {
   for (const auto& member : ring) {
     w.str(member.peer_id);
     w.str(member.data_address);
+    w.str(member.observed_address);
+    w.u8(member.nat);
   }
   return w.take();
 }
@@ -97,13 +104,16 @@ Topology Topology::decode(const uint8_t* data, size_t size) {
   Reader r(data, size);
   Topology m;
   m.epoch = r.u64();
-  uint32_t n = r.count(8);  // two empty strings at least
+  uint32_t n = r.count(13);  // three empty strings and the flags at least
   if (n == 0) throw ProtocolError("Topology with an empty ring");
   m.ring.reserve(n);
   for (uint32_t i = 0; i < n; ++i) {
     RingMember member;
     member.peer_id = r.str();
     member.data_address = r.str();
+    member.observed_address = r.str();
+    member.nat = r.u8();
+    if (member.nat > 3) throw ProtocolError("RingMember.nat has unknown flags");
     m.ring.push_back(std::move(member));
   }
   r.finish();
@@ -159,7 +169,7 @@ std::vector<uint8_t> LinkHello::encode() const {
   Writer w;
   w.str(run);
   w.str(from_peer);
-  w.u64(epoch);
+  w.u64(pool);
   w.u32(index);
   w.u32(count);
   return w.take();
@@ -169,7 +179,7 @@ LinkHello LinkHello::decode(const uint8_t* data, size_t size) {
   LinkHello m;
   m.run = r.str();
   m.from_peer = r.str();
-  m.epoch = r.u64();
+  m.pool = r.u64();
   m.index = r.u32();
   m.count = r.u32();
   if (m.count == 0 || m.index >= m.count) throw ProtocolError("LinkHello index/count out of range");
@@ -234,9 +244,7 @@ CollOutcome CollOutcome::decode(const uint8_t* data, size_t size) {
   m.tag = r.u32();
   m.call = r.u64();
   m.op_id = r.u64();
-  uint8_t outcome = r.u8();
-  if (outcome > static_cast<uint8_t>(Outcome::kIo)) throw ProtocolError("unknown collective outcome " + std::to_string(outcome));
-  m.outcome = static_cast<Outcome>(outcome);
+  m.outcome = outcome_from_wire(r.u8());
   m.message = r.str();
   r.finish();
   return m;

@@ -6,13 +6,15 @@
 //   peer -> coord : Hello, Heartbeat, UpdateTopology, CancelUpdateTopology, LinksReady,
 //                   LinksFailed, Leave
 //   coord -> peer : Welcome, Heartbeat, Topology, EpochReady, TopologyDone, Error
-// Data links (peer -> right neighbour): LinkHello, answered by LinkAck or Error.
+// Data links (the side that opened a pool -> the other): LinkHello, answered by LinkAck
+// (an EpochMsg carrying the pool id) or Error.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "core/errors.h"
 #include "proto/wire.h"
 
 namespace pcomm::proto {
@@ -45,19 +47,37 @@ enum class MsgType : uint16_t {
   kFetchData = 25,
   kFetchAck = 26,
   kData = 30,  // a chunk of a collective on a data link (collectives/allreduce_ring.cpp)
+  kObserve = 31,  // 31-38: NAT observation and path signalling (path_messages.h)
+  kProbeHello = 32,
+  kPathRequest = 33,
+  kPunchPrepare = 34,
+  kPunchReady = 35,
+  kPunchGo = 36,
+  kRelayOffer = 37,
+  kPathFailed = 38,
+  kRelayRegister = 40,  // 40-43: the relay's protocol (relay_messages.h)
+  kRelayRegistered = 41,
+  kRelayJoin = 42,
+  kRelayPaired = 43,
 };
 
-// How a collective ended, on the wire (CollDone from a peer, CollResult from the
-// coordinator). Each maps to one error type on the peer.
+// How a collective or a state sync ended, on the wire (CollDone/StateDone from a peer,
+// CollResult/StateResult from the coordinator): 0 for success, else an ErrorKind's value
+// (core/errors.h), so a failure keeps one kind end to end.
 enum class Outcome : uint8_t {
   kCommit = 0,
-  kTimeout = 1,
-  kPeerLost = 2,
-  kAborted = 3,
-  kInvalid = 4,
-  kProtocol = 5,
-  kIo = 6,
+  kTimeout = static_cast<uint8_t>(ErrorKind::kTimeout),
+  kPeerLost = static_cast<uint8_t>(ErrorKind::kPeerLost),
+  kAborted = static_cast<uint8_t>(ErrorKind::kAborted),
+  kInvalid = static_cast<uint8_t>(ErrorKind::kInvalid),
+  kProtocol = static_cast<uint8_t>(ErrorKind::kProtocol),
 };
+inline Outcome outcome_of(ErrorKind kind) {
+  return kind == ErrorKind::kCoordinatorLost ? Outcome::kAborted : static_cast<Outcome>(kind);
+}
+inline ErrorKind error_kind(Outcome outcome) { return static_cast<ErrorKind>(outcome); }  // not kCommit
+// Decoders: an outcome byte off the wire, refused unless known.
+Outcome outcome_from_wire(uint8_t value);
 
 // Why a connection is being closed; carried by ErrorMsg so the far side can raise the
 // right typed error.
@@ -111,9 +131,18 @@ struct UpdateTopology {
   static UpdateTopology decode(const uint8_t* data, size_t size);
 };
 
+// What the coordinator learned about a peer's network position when it joined (see
+// peer/remote_peer.h for how two peers choose their path from it).
+enum NatFlags : uint8_t {
+  kReachable = 1,    // the coordinator's dial-back to the observed endpoint got through
+  kRandomizing = 2,  // two of the coordinator's ports saw different mappings of one local port
+};
+
 struct RingMember {
   std::string peer_id;
-  std::string data_address;
+  std::string data_address;      // as the peer advertised it (its local candidate)
+  std::string observed_address;  // the endpoint the coordinator saw (the NAT's mapping)
+  uint8_t nat = 0;               // NatFlags
   bool operator==(const RingMember&) const = default;
 };
 
@@ -152,7 +181,7 @@ struct LinkHello {
   static constexpr MsgType kType = MsgType::kLinkHello;
   std::string run;
   std::string from_peer;
-  uint64_t epoch = 0;
+  uint64_t pool = 0;   // the pool this connection belongs to (chosen by its opener)
   uint32_t index = 0;  // which connection of the pool this is
   uint32_t count = 0;  // pool size
   std::vector<uint8_t> encode() const;

@@ -105,9 +105,7 @@ StateOutcome StateOutcome::decode(const uint8_t* data, size_t size) {
   StateOutcome m;
   m.call = r.u64();
   m.sync_id = r.u64();
-  uint8_t outcome = r.u8();
-  if (outcome > static_cast<uint8_t>(Outcome::kIo)) throw ProtocolError("unknown outcome " + std::to_string(outcome));
-  m.outcome = static_cast<Outcome>(outcome);
+  m.outcome = outcome_from_wire(r.u8());
   m.message = r.str();
   r.finish();
   return m;

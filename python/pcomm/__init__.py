@@ -3,8 +3,9 @@ internet. See README.md and docs/ for the guide."""
 
 from . import errors
 from ._pcomm import PROTOCOL_VERSION
-from .communicator import AllReduceHandle, Communicator, ReduceInfo
+from .communicator import AllReduceHandle, Communicator, LinkInfo, ReduceInfo
 from .coordinator import Coordinator
+from .relay import Relay
 from .state import SharedState, SyncInfo
 from .tensors import ReduceOp
 
@@ -14,7 +15,9 @@ __all__ = [
     "AllReduceHandle",
     "Communicator",
     "Coordinator",
+    "LinkInfo",
     "ReduceInfo",
+    "Relay",
     "ReduceOp",
     "SharedState",
     "SyncInfo",

@@ -1,7 +1,10 @@
 """The ``pcomm`` command line.
 
     pcomm coordinator --listen HOST:PORT [--heartbeat-timeout SECONDS] [--run NAME]
+                      [--relay HOST:PORT ...]
                       [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
+    pcomm relay --listen HOST:PORT [--max-circuits N] [--rate BYTES_PER_S]
+                [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
     pcomm dht --listen /ip4/HOST/tcp/PORT [--bootstrap MULTIADDR ...] [--key-file PATH]
     pcomm progress --run RUN --bootstrap MULTIADDR ... [--watch SECONDS]
 """
@@ -12,8 +15,11 @@ import argparse
 import signal
 import sys
 import threading
+import time
 
 from .errors import InvalidArgumentError, PcommError
+
+kRelayLookupInterval = 10.0  # seconds between DHT lookups of a run's relays (coordinator)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -56,13 +62,26 @@ def _coordinator(args: argparse.Namespace) -> int:
             raise InvalidArgumentError("--announce needs --bootstrap MULTIADDR (a `pcomm dht` node)")
         run = args.announce
     stop = _stop_on_signals()
-    coord = Coordinator(listen=args.listen, heartbeat_timeout=args.heartbeat_timeout, run=run).start()
+    coord = Coordinator(listen=args.listen, heartbeat_timeout=args.heartbeat_timeout, run=run,
+                        relays=args.relay).start()
     print(f"pcomm coordinator for run '{run}' listening on {coord.address}", flush=True)
     node = None
     try:
         node = _start_announcing("coordinator", run, coord.address, args)
         last = None
+        next_relay_lookup = 0.0
         while not stop.wait(0.5):
+            if node is not None and time.monotonic() >= next_relay_lookup:
+                # Relays announced for the run in the DHT join those given with --relay.
+                next_relay_lookup = time.monotonic() + kRelayLookupInterval
+                try:
+                    for record in node.lookup("relay", run):
+                        for address in record.addrs:
+                            if address not in coord.relays:
+                                coord.add_relay(address)
+                                print(f"relay {address} found in the DHT", flush=True)
+                except PcommError as e:
+                    print(f"relay lookup failed: {e}", file=sys.stderr, flush=True)
             now = (coord.epoch, len(coord.peers), coord.pending_peers)
             if now != last:
                 print(f"epoch {now[0]}: {now[1]} peers, {now[2]} pending", flush=True)
@@ -71,6 +90,31 @@ def _coordinator(args: argparse.Namespace) -> int:
         if node is not None:
             node.close()
         coord.stop()
+    return 0
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from .relay import Relay
+
+    if args.announce is not None and not args.bootstrap:
+        raise InvalidArgumentError("--announce needs --bootstrap MULTIADDR (a `pcomm dht` node)")
+    stop = _stop_on_signals()
+    relay = Relay(listen=args.listen, max_circuits=args.max_circuits, rate=args.rate).start()
+    print(f"pcomm relay listening on {relay.address}", flush=True)
+    node = None
+    try:
+        node = _start_announcing("relay", args.announce, relay.address, args)
+        last = None
+        while not stop.wait(1.0):
+            s = relay.stats()
+            now = (s["circuits_open"], s["circuits_total"], s["refused"])
+            if now != last:
+                print(f"{now[0]} circuits open, {now[1]} in total, {now[2]} connections refused", flush=True)
+                last = now
+    finally:
+        if node is not None:
+            node.close()
+        relay.stop()
     return 0
 
 
@@ -136,8 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop a peer silent for this long (default 5)",
     )
     coord.add_argument("--run", default="default", help="run name peers must use (default 'default')")
+    coord.add_argument("--relay", action="append", default=[], metavar="HOST:PORT",
+                       help="a relay for peers that cannot connect otherwise (repeatable)")
     _add_announce_options(coord, "coordinator")
     coord.set_defaults(func=_coordinator)
+    relay = sub.add_parser("relay", help="run a relay for peers that cannot reach each other")
+    relay.add_argument("--listen", default="0.0.0.0:29600", help="HOST:PORT to listen on (default 0.0.0.0:29600)")
+    relay.add_argument("--max-circuits", type=int, default=1024, help="circuits open at once (default 1024)")
+    relay.add_argument("--rate", type=float, metavar="BYTES_PER_S", help="cap each circuit's direction (default: none)")
+    _add_announce_options(relay, "relay")
+    relay.set_defaults(func=_relay)
     dht = sub.add_parser("dht", help="run a discovery DHT node (bootstrap node for runs)")
     dht.add_argument("--listen", default="/ip4/0.0.0.0/tcp/4001", help="multiaddr to listen on (default /ip4/0.0.0.0/tcp/4001)")
     dht.add_argument("--bootstrap", nargs="+", default=[], metavar="MULTIADDR", help="other DHT nodes to join through")

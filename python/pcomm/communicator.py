@@ -28,7 +28,7 @@ from .errors import InvalidArgumentError, PcommError
 from .state import STRATEGIES, SharedState, SyncInfo
 from .tensors import Staged, as_buffer, op_code, quantization_code
 
-__all__ = ["Communicator", "ReduceInfo", "AllReduceHandle"]
+__all__ = ["Communicator", "ReduceInfo", "AllReduceHandle", "LinkInfo"]
 
 _MAX_TAG = 2**32 - 1
 _SLICE = 0.1  # seconds between Ctrl-C checks while waiting for a collective
@@ -42,6 +42,23 @@ class ReduceInfo:
     bytes_sent: int
     bytes_received: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """One neighbour's link pool: how this peer reaches it.
+
+    ``kind`` is ``"direct"`` (a TCP dial), ``"punched"`` (TCP hole punch through NATs) or
+    ``"relayed"`` (through a relay; ``remote`` then names the relay), or ``"broken"``
+    until the next epoch replaces it; ``connections`` is the pool size; ``rtt`` the
+    kernel's smoothed round-trip time of its first connection in seconds (for a relayed
+    link: to the relay)."""
+
+    peer_id: str
+    kind: str
+    remote: str
+    connections: int
+    rtt: float
 
 
 class AllReduceHandle:
@@ -305,6 +322,11 @@ class Communicator:
     def data_address(self) -> str:
         """The ``"host:port"`` this peer advertises for data links ("" before connect)."""
         return self._impl.data_address
+
+    def links(self) -> list[LinkInfo]:
+        """This peer's links to its ring neighbours, as they stand now: one entry per
+        neighbour with a pool open (none before the first epoch's links are up)."""
+        return [LinkInfo(**d) for d in self._impl.links()]
 
     def __enter__(self) -> "Communicator":
         return self

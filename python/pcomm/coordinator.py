@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from . import _pcomm
 from ._timeouts import to_seconds
+from .errors import InvalidArgumentError
 
 __all__ = ["Coordinator"]
 
@@ -22,6 +23,9 @@ class Coordinator:
         heartbeat_timeout: seconds of silence after which a peer is dropped (peers also
             drop a coordinator silent for this long).
         run: the run name peers must give in their hello.
+        relays: ``"host:port"`` of relays (``pcomm relay``) for peers that can reach
+            each other neither directly nor by hole punching; more can be added with
+            ``add_relay`` (the CLI adds those announced in the DHT).
     """
 
     def __init__(
@@ -29,9 +33,12 @@ class Coordinator:
         listen: str = "127.0.0.1:0",
         heartbeat_timeout: float | timedelta = 5.0,
         run: str = "default",
+        relays: list[str] | tuple[str, ...] = (),
     ) -> None:
         seconds = to_seconds(heartbeat_timeout, "heartbeat_timeout")
-        self._impl = _pcomm.Coordinator(listen=listen, run=run, heartbeat_timeout=seconds)
+        if isinstance(relays, str):
+            raise InvalidArgumentError("relays must be a list of 'host:port' strings, not one string")
+        self._impl = _pcomm.Coordinator(listen=listen, run=run, heartbeat_timeout=seconds, relays=list(relays))
         self.run = run
         self.heartbeat_timeout = seconds
 
@@ -48,6 +55,15 @@ class Coordinator:
     def address(self) -> str:
         """The ``"host:port"`` actually bound (after ``start()``)."""
         return self._impl.address
+
+    def add_relay(self, address: str) -> None:
+        """Offers one more relay (``"host:port"``) to peers that need one."""
+        self._impl.add_relay(address)
+
+    @property
+    def relays(self) -> list[str]:
+        """The relays this coordinator knows, in the order it tries them."""
+        return list(self._impl.relays)
 
     @property
     def epoch(self) -> int:
@@ -66,6 +82,12 @@ class Coordinator:
     def state_sync_planned(self) -> bool:
         """A shared-state sync has sent its plans and is not decided yet."""
         return self._impl.snapshot()["state_sync_planned"]
+
+    @property
+    def path_requests(self) -> dict[str, int]:
+        """How many hole punches and relayed paths peers asked this coordinator for."""
+        s = self._impl.snapshot()
+        return {"punch": s["punch_requests"], "relay": s["relay_requests"]}
 
     @property
     def collectives_running(self) -> int:

@@ -1,0 +1,40 @@
+// TcpLink: a Link over one TCP connection, whether it was dialed, accepted or opened by
+// a hole punch (the same once open: only the kind recorded differs). RelayedLink is a
+// TcpLink to a relay that has paired it with the other peer's connection; after the
+// relay's handshake its bytes are the other peer's, so nothing else differs.
+#pragma once
+
+#include <string>
+
+#include "net/link.h"
+#include "net/socket.h"
+
+namespace pcomm::net {
+
+class TcpLink : public Link {
+ public:
+  TcpLink(Socket socket, LinkKind kind);
+  int fd() const override { return socket_.fd(); }
+  void shutdown() override;
+  double rtt_seconds() const override;
+
+ protected:
+  TcpLink(Socket socket, LinkKind kind, std::string remote);
+  size_t send_raw(const iovec* iov, int iovcnt) override;
+  size_t recv_raw(void* buf, size_t len) override;
+
+ private:
+  Socket socket_;
+};
+
+class RelayedLink : public TcpLink {
+ public:
+  RelayedLink(Socket socket, std::string relay_address)
+      : TcpLink(std::move(socket), LinkKind::kRelayed, "relay " + relay_address), relay_(std::move(relay_address)) {}
+  const std::string& relay_address() const { return relay_; }
+
+ private:
+  std::string relay_;
+};
+
+}  // namespace pcomm::net

@@ -1,0 +1,221 @@
+// Communicator, links part: each epoch's pools to the ring neighbours (through
+// RemotePeers), connections other peers open to us, and the NAT probe at join. See
+// remote_peer.h for the path choice and link_resync.h for the per-epoch step.
+#include <netinet/in.h>
+#include <sys/epoll.h>
+
+#include <thread>
+
+#include "core/errors.h"
+#include "net/address.h"
+#include "net/tcp_link.h"
+#include "peer/communicator.h"
+#include "peer/link_resync.h"
+#include "proto/path_messages.h"
+
+namespace pcomm::peer {
+
+namespace {
+// Link setup for an epoch must finish within this (or the heartbeat timeout, if longer).
+constexpr std::chrono::seconds kLinkSetupTimeout{15};
+// A connection must say what it is for within this.
+constexpr std::chrono::seconds kInboundHelloTimeout{10};
+}  // namespace
+
+void Communicator::on_topology(const proto::Topology& topology) {
+  std::string self;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    self = peer_id_;
+  }
+  int rank = -1;
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < topology.ring.size(); ++i) {
+    ids.push_back(topology.ring[i].peer_id);
+    if (topology.ring[i].peer_id == self) rank = static_cast<int>(i);
+  }
+  if (rank < 0) throw ProtocolError("topology for epoch " + std::to_string(topology.epoch) + " does not include this peer");
+  size_t n = ids.size();
+  std::string left = ids[(static_cast<size_t>(rank) + n - 1) % n];
+  std::string right = ids[(static_cast<size_t>(rank) + 1) % n];
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    epoch_ = topology.epoch;
+    ring_ = ids;
+    rank_ = rank;
+    links_.reset();
+    self_member_ = topology.ring[static_cast<size_t>(rank)];
+    neighbours_ = n == 1 ? std::vector<std::string>{} : left == right ? std::vector<std::string>{left}
+                                                                      : std::vector<std::string>{left, right};
+  }
+  update_log_context(self, topology.epoch);
+  log_.info("topology: rank ", rank, " of ", ids.size());
+  cv_.notify_all();
+  remotes_->update(topology.ring);
+  uint64_t epoch = topology.epoch;
+  auto cancel = std::make_shared<net::Cancel>();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ == State::kClosed) return;  // close() fires prepare_cancel_ under this lock
+    if (prepare_cancel_) prepare_cancel_->fire("superseded by epoch " + std::to_string(epoch));
+    prepare_cancel_ = cancel;
+  }
+  if (n == 1) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      links_ = std::make_shared<LinkSet>(LinkSet{epoch, self, self, {}, {}});
+    }
+    coord_->send(proto::frame_of(proto::MsgType::kLinksReady, proto::EpochMsg{epoch}.encode()));
+    return;
+  }
+  TimePoint deadline = Clock::now() + std::max<Duration>(kLinkSetupTimeout, heartbeat_timeout_);
+  proto::RingMember me = topology.ring[static_cast<size_t>(rank)];
+  // Ops of older epochs still queued run (and fail) first; none runs during this step.
+  data_plane_->enqueue_task([this, epoch, me, left, right, deadline, cancel] {
+    prepare_links(epoch, me, left, right, deadline, cancel);
+  });
+}
+
+void Communicator::prepare_links(uint64_t epoch, const proto::RingMember& self, const std::string& left,
+                                 const std::string& right, TimePoint deadline,
+                                 const std::shared_ptr<net::Cancel>& cancel) {
+  std::string failed_peer = right;
+  std::string reason;
+  while (reason.empty()) {
+    if (cancel->fired()) return;  // a newer epoch (or close) took over
+    try {
+      failed_peer = left;
+      auto left_pool = remotes_->get(left)->pool(self, deadline, *cancel);
+      failed_peer = right;
+      auto right_pool = right == left ? left_pool : remotes_->get(right)->pool(self, deadline, *cancel);
+      std::vector<Pool*> pools{left_pool.get()};
+      if (right_pool != left_pool) pools.push_back(right_pool.get());
+      resync_pools(pools, epoch, deadline, *cancel);
+      auto set = std::make_shared<LinkSet>(LinkSet{epoch, left, right, right_pool->links, left_pool->links});
+      loop_.post([this, epoch, set] {
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (epoch_ != epoch) return;
+          links_ = set;
+        }
+        if (coord_) coord_->send(proto::frame_of(proto::MsgType::kLinksReady, proto::EpochMsg{epoch}.encode()));
+      });
+      return;
+    } catch (const Aborted&) {
+      return;  // a newer epoch (or close) took over
+    } catch (const IoError& e) {
+      // A pool broke (now marked): the next round replaces it, within the deadline.
+      log_.debug("links of epoch ", epoch, ": ", e.what(), "; retrying");
+      if (Clock::now() >= deadline) reason = e.what();
+      std::this_thread::sleep_for(Millis(50));
+    } catch (const Error& e) {
+      reason = e.what();
+    }
+  }
+  loop_.post([this, epoch, failed_peer, reason] {
+    log_.warn("links of epoch ", epoch, " failed: ", reason);
+    if (coord_) coord_->send(proto::frame_of(proto::LinksFailed{epoch, failed_peer, reason}));
+  });
+}
+
+void Communicator::on_data_accept() {
+  for (;;) {
+    net::Socket s = data_listener_.accept_one();
+    if (!s.valid()) return;
+    on_inbound_link(std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect));
+  }
+}
+
+void Communicator::on_inbound_link(std::shared_ptr<net::Link> link) {
+  auto conn = net::FramedConnection::create(loop_, std::move(link));
+  std::weak_ptr<net::FramedConnection> weak = conn;
+  conn->start(
+      [this, weak](uint16_t type, const uint8_t* p, size_t n) {
+        auto c = weak.lock();
+        if (!c) return;
+        if (type == static_cast<uint16_t>(proto::StateMsg::kFetchHello)) {
+          auto hello = proto::FetchHello::decode(p, n);
+          if (hello.run != options_.run) throw InvalidArgument("run name mismatch on the data port");
+          route_fetch_hello(hello, c);
+          return;
+        }
+        if (type != static_cast<uint16_t>(proto::MsgType::kLinkHello)) {
+          throw ProtocolError("expected LinkHello or FetchHello on the data port, got message type " +
+                              std::to_string(type));
+        }
+        auto hello = proto::LinkHello::decode(p, n);
+        if (hello.run != options_.run) {
+          throw InvalidArgument("run name mismatch: this peer is in run '" + options_.run + "', not '" + hello.run +
+                                "'");
+        }
+        route_link_hello(hello, c);
+      },
+      [](const std::string&) {});
+  // A connection that never completes its handshake is closed.
+  loop_.run_after(kInboundHelloTimeout, [weak] {
+    if (auto c = weak.lock()) c->close("link handshake timed out");
+  });
+}
+
+void Communicator::route_link_hello(const proto::LinkHello& hello,
+                                    const std::shared_ptr<net::FramedConnection>& conn) {
+  std::shared_ptr<RemotePeer> remote;
+  try {
+    remote = remotes_->get(hello.from_peer);
+  } catch (const InvalidArgument& e) {
+    conn->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kBadRequest), e.what());
+    return;
+  }
+  conn->send(proto::frame_of(proto::MsgType::kLinkAck, proto::EpochMsg{hello.pool}.encode()));
+  remote->offer(hello.pool, hello.index, hello.count, conn->detach());
+  // A pool that is not complete by then, or from a peer no topology names by then, is
+  // closed (its sender may be ahead of our topology, but not by that much).
+  loop_.run_after(kInboundHelloTimeout, [this] { remotes_->sweep(Clock::now() - kInboundHelloTimeout); });
+}
+
+void Communicator::on_observe(const proto::Observe& observe) {
+  // Connect from the shared port to the coordinator's second port and name ourselves:
+  // the coordinator compares the two mappings it saw of this port (randomizing NAT?).
+  if (!coord_) return;
+  auto host = net::parse_host_port(options_.coordinator, false).host;
+  uint16_t port = ntohs(data_listener_.local_address().sin_port);
+  auto sock = std::make_shared<net::Socket>();
+  try {
+    auto addr = net::resolve(net::HostPort{host, observe.probe_port});
+    *sock = net::Socket::connect_start_from(port, addr);
+  } catch (const Error& e) {
+    log_.warn("NAT probe to the coordinator failed: ", e.what());
+    return;
+  }
+  int fd = sock->fd();
+  auto frame = proto::frame_of_fields(proto::ProbeHello{observe.nonce});
+  auto finish = [this, sock, fd, frame](bool connected) {
+    loop_.remove_fd(fd);
+    if (connected && sock->finish_connect().empty()) {
+      [[maybe_unused]] auto n = ::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
+    }
+    sock->close();
+  };
+  auto done = std::make_shared<bool>(false);
+  loop_.add_fd(fd, EPOLLOUT, [finish, done](uint32_t) {
+    if (*done) return;
+    *done = true;
+    finish(true);
+  });
+  loop_.run_after(std::chrono::seconds(3), [finish, done] {
+    if (*done) return;
+    *done = true;
+    finish(false);
+  });
+}
+
+std::vector<LinkInfo> Communicator::links() const {
+  std::vector<std::string> neighbours;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    neighbours = neighbours_;
+  }
+  return remotes_->links(neighbours);
+}
+
+}  // namespace pcomm::peer
