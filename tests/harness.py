@@ -174,6 +174,15 @@ class CoordinatorProcess(_Proc):
             assert line.startswith("announced "), line
 
 
+class RelayProcess(_Proc):
+    """`pcomm relay` as a process (for tests that SIGKILL a relay)."""
+
+    def __init__(self, listen: str = "127.0.0.1:0", prefix: list[str] | None = None) -> None:
+        super().__init__((prefix or []) + [sys.executable, "-m", "pcomm", "relay", "--listen", listen])
+        first = self.read_line(30)
+        self.address = first.strip().rsplit(" ", 1)[-1]
+
+
 class _JsonWorker(_Proc):
     """A worker answering one JSON line per {"cmd": ...} line; {"error": ...} raises."""
 

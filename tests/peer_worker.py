@@ -5,6 +5,7 @@ Each stdin line is a JSON command {"cmd": ..., ...}; each reply is one JSON line
 processes lets tests SIGKILL and SIGSTOP them.
 """
 
+import dataclasses
 import json
 import sys
 import time
@@ -43,6 +44,8 @@ def main():
                 result = info(comm)
             elif op == "info":
                 result = info(comm)
+            elif op == "links":
+                result = [dataclasses.asdict(link) for link in comm.links()]
             elif op == "wait_world_size":
                 # Polls locally so the measured latency excludes the pipe round trip.
                 deadline = start + cmd["within"]
