@@ -30,13 +30,16 @@ def sh(*cmd: str) -> None:
 
 
 class Internet:
+    _made_here = 0
+
     def __init__(self, kinds: list[str], rate: str | None = None) -> None:
         """kinds: one letter per host, e.g. ["a", "b", "b", "c"]. rate: cap every host's
         link to the public net with tbf, both ways (e.g. "200mbit")."""
         for k in kinds:
             if k not in ("a", "b", "c"):
                 raise ValueError(f"unknown host kind {k!r}")
-        tag = os.getpid() % 100000
+        Internet._made_here += 1  # names stay unique when one process builds several
+        tag = (os.getpid() % 10000) * 10 + Internet._made_here % 10
         self.tag = tag
         self.kinds = kinds
         self.bridge = f"pnbr{tag}"
@@ -44,6 +47,7 @@ class Internet:
         self.routers = [f"pn{tag}r{i}" if k != "a" else None for i, k in enumerate(kinds)]
         self.rate = rate
         self._made: list[str] = []
+        self._links: list[str] = []  # root-side veth ends (deleted with their namespace, but not at once)
 
     def prefix(self, i: int) -> list[str]:
         return ["ip", "netns", "exec", self.hosts[i]]
@@ -66,6 +70,7 @@ class Internet:
     def _on_bridge(self, ns_name: str, dev: str, address: str) -> None:
         outside = f"{dev}o"
         sh("ip", "link", "add", outside, "type", "veth", "peer", "name", dev)
+        self._links.append(outside)
         sh("ip", "link", "set", dev, "netns", ns_name)
         sh("ip", "link", "set", outside, "master", self.bridge)
         sh("ip", "link", "set", outside, "up")
@@ -115,6 +120,8 @@ class Internet:
         return self
 
     def __exit__(self, *exc) -> None:
+        for link in self._links:
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
         for name in reversed(self._made):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)

@@ -5,7 +5,9 @@ import subprocess
 import sys
 import time
 
-from harness import CoordinatorProcess, PeerProcess, connect_all, wait_for
+import pcomm
+import pytest
+from harness import CoordinatorProcess, PeerProcess, RelayProcess, connect_all, wait_for
 
 
 def test_info_log_lines_name_peer_id_and_epoch(coordinator, spawn):
@@ -73,3 +75,24 @@ def test_import_pcomm_stays_light_and_subpackages_load_on_first_use():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_cli_relay_and_coordinator_relay_option():
+    for argv, message in (
+        (["coordinator", "--listen", "127.0.0.1:0", "--relay", "nope"], "invalid address 'nope'"),
+        (["relay", "--listen", "nope"], "invalid address 'nope'"),
+        (["relay", "--listen", "127.0.0.1:0", "--max-circuits", "0"], "max_circuits"),
+        (["relay", "--listen", "127.0.0.1:0", "--announce", "r"], "--bootstrap"),
+    ):
+        out = subprocess.run([sys.executable, "-m", "pcomm", *argv], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2 and message in out.stderr, (argv, out.stderr)
+    relay = RelayProcess()
+    try:
+        with pcomm.Coordinator(relays=[relay.address]) as coord:
+            assert coord.relays == [relay.address]
+            coord.add_relay("127.0.0.1:9")
+            assert coord.relays == [relay.address, "127.0.0.1:9"]
+            with pytest.raises(pcomm.errors.InvalidArgumentError):
+                coord.add_relay("no-port")
+    finally:
+        relay.cleanup()

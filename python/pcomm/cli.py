@@ -51,6 +51,28 @@ def _start_announcing(kind: str, run: str, listening: str, args: argparse.Namesp
     return node
 
 
+def _serve(server, kind: str, run: str | None, args: argparse.Namespace, status, tick=None) -> int:
+    """Runs a started server until SIGINT/SIGTERM: announces it in the DHT when asked,
+    prints status() whenever it changes, calls tick(node) every round, then stops it."""
+    stop = _stop_on_signals()
+    node = None
+    try:
+        node = _start_announcing(kind, run, server.address, args)
+        last = None
+        while not stop.wait(0.5):
+            if tick is not None:
+                tick(node)
+            now = status()
+            if now != last:
+                print(now, flush=True)
+                last = now
+    finally:
+        if node is not None:
+            node.close()
+        server.stop()
+    return 0
+
+
 def _coordinator(args: argparse.Namespace) -> int:
     from .coordinator import Coordinator
 
@@ -61,36 +83,27 @@ def _coordinator(args: argparse.Namespace) -> int:
         if not args.bootstrap:
             raise InvalidArgumentError("--announce needs --bootstrap MULTIADDR (a `pcomm dht` node)")
         run = args.announce
-    stop = _stop_on_signals()
     coord = Coordinator(listen=args.listen, heartbeat_timeout=args.heartbeat_timeout, run=run,
                         relays=args.relay).start()
     print(f"pcomm coordinator for run '{run}' listening on {coord.address}", flush=True)
-    node = None
-    try:
-        node = _start_announcing("coordinator", run, coord.address, args)
-        last = None
-        next_relay_lookup = 0.0
-        while not stop.wait(0.5):
-            if node is not None and time.monotonic() >= next_relay_lookup:
-                # Relays announced for the run in the DHT join those given with --relay.
-                next_relay_lookup = time.monotonic() + kRelayLookupInterval
-                try:
-                    for record in node.lookup("relay", run):
-                        for address in record.addrs:
-                            if address not in coord.relays:
-                                coord.add_relay(address)
-                                print(f"relay {address} found in the DHT", flush=True)
-                except PcommError as e:
-                    print(f"relay lookup failed: {e}", file=sys.stderr, flush=True)
-            now = (coord.epoch, len(coord.peers), coord.pending_peers)
-            if now != last:
-                print(f"epoch {now[0]}: {now[1]} peers, {now[2]} pending", flush=True)
-                last = now
-    finally:
-        if node is not None:
-            node.close()
-        coord.stop()
-    return 0
+    next_lookup = [0.0]
+
+    def find_relays(node) -> None:
+        # Relays announced for the run in the DHT join those given with --relay.
+        if node is None or time.monotonic() < next_lookup[0]:
+            return
+        next_lookup[0] = time.monotonic() + kRelayLookupInterval
+        try:
+            for record in node.lookup("relay", run):
+                for address in record.addrs:
+                    if address not in coord.relays:
+                        coord.add_relay(address)
+                        print(f"relay {address} found in the DHT", flush=True)
+        except PcommError as e:
+            print(f"relay lookup failed: {e}", file=sys.stderr, flush=True)
+
+    return _serve(coord, "coordinator", run, args,
+                  lambda: f"epoch {coord.epoch}: {len(coord.peers)} peers, {coord.pending_peers} pending", find_relays)
 
 
 def _relay(args: argparse.Namespace) -> int:
@@ -98,24 +111,14 @@ def _relay(args: argparse.Namespace) -> int:
 
     if args.announce is not None and not args.bootstrap:
         raise InvalidArgumentError("--announce needs --bootstrap MULTIADDR (a `pcomm dht` node)")
-    stop = _stop_on_signals()
     relay = Relay(listen=args.listen, max_circuits=args.max_circuits, rate=args.rate).start()
     print(f"pcomm relay listening on {relay.address}", flush=True)
-    node = None
-    try:
-        node = _start_announcing("relay", args.announce, relay.address, args)
-        last = None
-        while not stop.wait(1.0):
-            s = relay.stats()
-            now = (s["circuits_open"], s["circuits_total"], s["refused"])
-            if now != last:
-                print(f"{now[0]} circuits open, {now[1]} in total, {now[2]} connections refused", flush=True)
-                last = now
-    finally:
-        if node is not None:
-            node.close()
-        relay.stop()
-    return 0
+
+    def status() -> str:
+        s = relay.stats()
+        return f"{s['circuits_open']} circuits open, {s['circuits_total']} in total, {s['refused']} connections refused"
+
+    return _serve(relay, "relay", args.announce, args, status)
 
 
 def _dht(args: argparse.Namespace) -> int:

@@ -9,14 +9,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 from . import _pcomm
+from ._server import NativeServer
 from ._timeouts import to_seconds
 from .errors import InvalidArgumentError
 
 __all__ = ["Coordinator"]
 
 
-class Coordinator:
-    """A pcomm coordinator.
+class Coordinator(NativeServer):
+    """A pcomm coordinator. ``start()`` binds and serves (also as a context manager);
+    ``stop()`` closes every connection, and peers see ``CoordinatorLostError``.
 
     Args:
         listen: ``"host:port"`` to listen on; port 0 picks a free port (see ``address``).
@@ -41,20 +43,6 @@ class Coordinator:
         self._impl = _pcomm.Coordinator(listen=listen, run=run, heartbeat_timeout=seconds, relays=list(relays))
         self.run = run
         self.heartbeat_timeout = seconds
-
-    def start(self) -> "Coordinator":
-        """Binds the listening socket and starts serving; returns self."""
-        self._impl.start()
-        return self
-
-    def stop(self) -> None:
-        """Closes every connection (peers see CoordinatorLostError) and stops. Idempotent."""
-        self._impl.stop()
-
-    @property
-    def address(self) -> str:
-        """The ``"host:port"`` actually bound (after ``start()``)."""
-        return self._impl.address
 
     def add_relay(self, address: str) -> None:
         """Offers one more relay (``"host:port"``) to peers that need one."""
@@ -93,14 +81,6 @@ class Coordinator:
     def collectives_running(self) -> int:
         """Collectives started and not yet committed or aborted."""
         return self._impl.snapshot()["collectives_running"]
-
-    def __enter__(self) -> "Coordinator":
-        if not self._impl.running:
-            self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"Coordinator(address={self.address!r}, run={self.run!r})"

@@ -12,13 +12,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from . import _pcomm
+from ._server import NativeServer
 from ._timeouts import to_seconds
 from .errors import InvalidArgumentError
 
 __all__ = ["Relay"]
 
 
-class Relay:
+class Relay(NativeServer):
     """A pcomm relay.
 
     Args:
@@ -55,31 +56,9 @@ class Relay:
             rate_bytes_per_second=int(rate or 0),
         )
 
-    def start(self) -> "Relay":
-        """Binds the listening socket and starts relaying; returns self."""
-        self._impl.start()
-        return self
-
-    def stop(self) -> None:
-        """Closes every connection and circuit. Idempotent."""
-        self._impl.stop()
-
-    @property
-    def address(self) -> str:
-        """The ``"host:port"`` actually bound (after ``start()``)."""
-        return self._impl.address
-
     def stats(self) -> dict:
         """Counters: circuits_open, circuits_total, bytes_forwarded, refused."""
         return self._impl.stats()
-
-    def __enter__(self) -> "Relay":
-        if not self._impl.running:
-            self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"Relay(address={self.address!r})"
