@@ -85,10 +85,8 @@ void RemotePeer::close() {
 
 void RemotePeer::adopt(std::shared_ptr<Pool> pool) {
   if (current_ && current_ != pool) current_->shutdown();
-  bool changed = !current_ || current_->kind != pool->kind;
   current_ = std::move(pool);
-  auto level = changed ? LogLevel::kInfo : LogLevel::kDebug;
-  env_.log->log(level, "link to ", id_, ": ", net::link_kind_name(current_->kind), " via ",
+  env_.log->info("link to ", id_, ": ", net::link_kind_name(current_->kind), " via ",
                 current_->links.front()->remote(), " (", current_->links.size(), " connection",
                 current_->links.size() == 1 ? "" : "s", ")");
   cv_.notify_all();
