@@ -47,3 +47,23 @@ def test_world_size_one_and_empty_arrays(coordinator, spawn):
     for i, p in enumerate([peer] + others):
         p.send("all_reduce_cases", cases=[["float64", "sum", 0, None]], index=i)
     assert all(p.reply(20)["result"][0]["world_size"] == 3 for p in [peer] + others)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_exact_with_lanes_spread_over_threads(coordinator, spawn, threads):
+    """PCOMM_DATA_THREADS > 1 (the default on machines with 4+ cores): a thread whose
+    next step waits on another thread's lanes must not sleep through it."""
+    world = 3
+    peers = [spawn(coordinator.address, timeout=30, env={"PCOMM_DATA_THREADS": str(threads)}) for _ in range(world)]
+    connect_all(peers)
+    cases = [[d, "sum", n, q] for d in ("float32", "int64") for n in (5, 300_007) for q in (None, "minmax_u8")
+             if not (q and d == "int64")]
+    for i, p in enumerate(peers):
+        p.send("all_reduce_cases", cases=cases, index=i, timeout=20)
+    replies = [p.reply(120) for p in peers]
+    assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:1]
+    for k, (dtype, op, count, quant) in enumerate(cases):
+        got = {r["result"][k]["hash"] for r in replies}
+        assert len(got) == 1, f"peers differ on {dtype} x {count} ({quant})"
+        if quant is None:
+            assert got == {digest(expected(dtype, op, count, world))}

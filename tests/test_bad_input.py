@@ -144,8 +144,9 @@ LINK_HELLO = 20
         frame(LINK_HELLO, string("default") + string("nobody") + struct.pack("<QII", 1, 0, 4)),
         frame(LINK_HELLO, string("wrong-run") + string("nobody") + struct.pack("<QII", 99, 0, 4)),
         frame(LINK_HELLO, string("default") + string("nobody") + struct.pack("<QII", 1, 5, 4)),
+        frame(LINK_HELLO, string("default") + string("nobody") + struct.pack("<QII", 1, 0, 2**32 - 1)),
     ],
-    ids=["random", "huge_length", "stale_epoch", "wrong_run", "bad_index"],
+    ids=["random", "huge_length", "stale_pool", "wrong_run", "bad_index", "huge_pool"],
 )
 def test_garbage_on_a_peer_data_port_leaves_the_peer_running(coordinator, spawn, data):
     comm = pcomm.Communicator(coordinator.address, timeout=10)

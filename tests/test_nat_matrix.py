@@ -52,8 +52,8 @@ def run(net):
                               relays=[r.address for r in net.relays if r.proc.poll() is None]).start()
     started = []
 
-    def peers(hosts):
-        ps = [PeerProcess(coord.address, prefix=net.prefix(h), timeout=30) for h in hosts]
+    def peers(hosts, env=None):
+        ps = [PeerProcess(coord.address, prefix=net.prefix(h), timeout=30, env=env) for h in hosts]
         for p, h in zip(ps, hosts):
             p.host = h
         started.extend(ps)
@@ -95,6 +95,16 @@ def check_kinds(net, peers):
 def test_mix_joins_reduces_exactly_with_the_expected_links(net, run, mix):
     coord, start = run
     peers = start(mix)
+    connect_all(peers)
+    all_reduce_exact(peers)
+    check_kinds(net, peers)
+
+
+def test_mixed_pool_sizes_with_lanes_on_several_threads(net, run):
+    """Punched (1 connection), direct and relayed (4) pools side by side: lanes that only
+    send or only receive, spread over threads, still give exact results."""
+    coord, start = run
+    peers = start([A, B1, B2, C1], env={"PCOMM_DATA_THREADS": "3"})
     connect_all(peers)
     all_reduce_exact(peers)
     check_kinds(net, peers)

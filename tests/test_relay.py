@@ -2,6 +2,7 @@
 reused ones refused), bytes forwarded both ways untouched, garbage and limits closing
 only the offending connection."""
 
+import resource
 import socket
 import struct
 import time
@@ -144,6 +145,28 @@ def test_garbage_closes_only_that_connection(relay):
     assert read_frame(x)[0] == PAIRED and read_frame(y)[0] == PAIRED
     control.close()
     control2.close()
+
+
+def test_a_reset_side_of_an_idle_circuit_does_not_spin_the_relay(relay):
+    """One side half-closes, the other sends a little, the first closes with it unread
+    (a reset): the circuit must end or idle without burning a core."""
+    token = "f0" * 16
+    control = register(relay, [token])
+    a, b = join(relay, token), join(relay, token)
+    assert read_frame(a)[0] == PAIRED and read_frame(b)[0] == PAIRED
+    a.shutdown(socket.SHUT_WR)
+    b.sendall(b"x" * 100)
+    time.sleep(0.2)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    a.close()  # reset
+    time.sleep(0.2)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(2.0)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 0.5, f"the relay used {cpu:.2f} s of CPU in 2 s of idleness"
+    b.close()
+    control.close()
 
 
 def test_limit_per_source_address():

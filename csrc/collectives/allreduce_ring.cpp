@@ -64,10 +64,6 @@ class Ring {
     }
     return false;
   }
-  bool send_blocked() {
-    std::lock_guard<std::mutex> lock(mutex);
-    return next_send < plan.sends().size();
-  }
   void send_finished(int64_t forwarded_from) {
     std::lock_guard<std::mutex> lock(mutex);
     ++sends_done;
@@ -282,26 +278,18 @@ void run_lanes(Ring& ring, std::vector<Lane*>& lanes, bool shared_with_other_thr
     }
     if (ring.finished()) return;
     if (moved) continue;
-    bool more_to_send = ring.send_blocked();
     bool more_to_receive = !ring.all_received();
     interests.clear();
-    bool idle_sender = false;
     for (Lane* lane : lanes) {
       // A lane in the middle of a send waits for room; an idle one for a receive that
       // makes the next send ready (which arrives on some lane's socket).
       interests.push_back({lane->id(), lane->sending(), more_to_receive});
-      idle_sender = idle_sender || (!lane->sending() && more_to_send);
     }
+    // With lanes on several threads, what this thread waits for may arrive on another
+    // thread's lanes (the input of its next send, the last item of the ring), which its
+    // own sockets never signal: re-check now and then.
     TimePoint wake_by = TimePoint::max();
-    if (shared_with_other_threads && idle_sender) wake_by = Clock::now() + kCrossThreadRecheck;
-    if (!more_to_receive && !idle_sender) {
-      bool any = false;
-      for (Lane* lane : lanes) any = any || lane->sending();
-      if (!any) {
-        // This thread's part is done; others still work. Re-check now and then.
-        wake_by = Clock::now() + kCrossThreadRecheck;
-      }
-    }
+    if (shared_with_other_threads) wake_by = Clock::now() + kCrossThreadRecheck;
     ring.t.wait(interests, ring.a.deadline, wake_by);
   }
 }

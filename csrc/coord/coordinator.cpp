@@ -25,6 +25,8 @@ constexpr int kHeartbeatsPerTimeout = 4;
 // reachable peer answers within one round trip), and how long its probe may take.
 constexpr Millis kDialBackTimeout{700};
 constexpr Millis kProbeTimeout{2000};
+// Probe connections open at once, at most (each lives at most kProbeTimeout).
+constexpr int kMaxProbeConnections = 256;
 }  // namespace
 
 Coordinator::Coordinator(CoordinatorOptions options)
@@ -283,6 +285,8 @@ void Coordinator::on_probe_accept() {
   for (;;) {
     net::Socket s = probe_listener_.accept_one();
     if (!s.valid()) return;
+    if (probe_conns_ >= kMaxProbeConnections) continue;  // closed here: a flood
+    ++probe_conns_;
     auto link = net::FramedConnection::create(loop_, std::move(s), 64);
     std::weak_ptr<net::FramedConnection> weak = link;
     link->start(
@@ -301,7 +305,7 @@ void Coordinator::on_probe_accept() {
           conn->second.observing->probe_seen = seen;
           finish_observation(it->second);
         },
-        [](const std::string&) {});
+        [this](const std::string&) { --probe_conns_; });
     loop_.run_after(kProbeTimeout, [weak] {
       if (auto c = weak.lock()) c->close("probe timed out");
     });

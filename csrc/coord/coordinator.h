@@ -109,6 +109,7 @@ class Coordinator {
   net::Socket listener_;
   net::Socket probe_listener_;
   uint16_t probe_port_ = 0;
+  int probe_conns_ = 0;  // loop thread
   std::map<uint64_t, uint64_t> conn_of_nonce_;
   std::string address_;
   std::atomic<bool> running_{false};

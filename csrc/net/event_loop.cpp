@@ -114,7 +114,17 @@ void EventLoop::run_due_timers() {
   while (!timers_.empty() && timers_.begin()->first <= now) {
     auto node = timers_.extract(timers_.begin());
     timer_index_.erase(node.mapped().first);
-    node.mapped().second();
+    guarded(node.mapped().second);
+  }
+}
+
+void EventLoop::guarded(const std::function<void()>& work) {
+  // A handler's failure must not take the loop (and every other connection) down;
+  // components handle their own errors, this is the last line.
+  try {
+    work();
+  } catch (const std::exception& e) {
+    log_line(LogLevel::kError, "loop", std::string("a handler failed: ") + e.what());
   }
 }
 
@@ -137,7 +147,8 @@ void EventLoop::run() {
       auto it = handlers_.find(fd);
       if (it == handlers_.end()) continue;
       auto handler = it->second;
-      (*handler)(events[i].events);
+      uint32_t ev = events[i].events;
+      guarded([&] { (*handler)(ev); });
     }
     std::vector<Task> tasks;
     bool stop;
@@ -146,7 +157,7 @@ void EventLoop::run() {
       tasks.swap(posted_);
       stop = stop_requested_;
     }
-    for (auto& task : tasks) task();
+    for (auto& task : tasks) guarded(task);
     if (stop) return;
     run_due_timers();
   }

@@ -48,6 +48,7 @@ class EventLoop {
  private:
   void run();
   void run_due_timers();
+  static void guarded(const std::function<void()>& work);
   int next_timeout_ms() const;
 
   int epoll_fd_ = -1;

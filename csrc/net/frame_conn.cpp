@@ -104,6 +104,9 @@ void FramedConnection::parse_frames() {
     } catch (const Error& e) {
       send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kBadRequest), e.what());
       return;
+    } catch (const std::exception& e) {  // e.g. bad_alloc: still this connection only
+      close(std::string("handling a frame failed: ") + e.what());
+      return;
     }
   }
 }

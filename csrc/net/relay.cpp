@@ -38,6 +38,7 @@ struct Direction {
   Link* out;
   int pipe_rd = -1, pipe_wr = -1;
   size_t pending = 0;  // bytes in the pipe
+  size_t capacity = 0;  // the pipe's size (the kernel may grant less than asked)
   bool eof = false;
   bool out_closed = false;
   double tokens = 0;   // rate cap: bytes that may move now
@@ -168,25 +169,33 @@ void Relay::on_frame(uint64_t id, uint16_t type, const uint8_t* payload, size_t 
 
 void Relay::pair(uint64_t first, uint64_t second, const std::string& token) {
   const Token& t = tokens_.at(token);
+  if (conns_.at(first).frames->closed() || conns_.at(second).frames->closed()) {
+    // One side went away in the same round (its close is still queued): no circuit.
+    for (uint64_t id : {first, second}) conns_.at(id).frames->close("the other side is gone");
+    return;
+  }
+  bool full = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    bool full = circuits_.size() >= options_.max_circuits ||
-                per_peer_[t.peer_a] >= options_.max_circuits_per_peer ||
-                per_peer_[t.peer_b] >= options_.max_circuits_per_peer;
-    if (!full) {
+    auto count = [this](const std::string& peer) {
+      auto it = per_peer_.find(peer);
+      return it == per_peer_.end() ? 0u : it->second;
+    };
+    full = circuits_.size() >= options_.max_circuits || count(t.peer_a) >= options_.max_circuits_per_peer ||
+           count(t.peer_b) >= options_.max_circuits_per_peer;
+    if (full) {
+      ++stats_.refused;
+    } else {
       ++per_peer_[t.peer_a];
       ++per_peer_[t.peer_b];
     }
-    if (full) {
-      ++stats_.refused;
+  }
+  if (full) {
+    for (uint64_t id : {first, second}) {
+      conns_.at(id).frames->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kBadRequest),
+                                                 "the relay is full");
     }
-    if (full) {
-      for (uint64_t id : {first, second}) {
-        conns_.at(id).frames->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kBadRequest),
-                                                   "the relay is full");
-      }
-      return;
-    }
+    return;
   }
   Conn a = conns_.at(first), b = conns_.at(second);
   conns_.erase(first);
@@ -257,6 +266,8 @@ void Relay::forward(std::shared_ptr<Link> a, std::shared_ptr<Link> b, std::strin
       d.pipe_rd = fds[0];
       d.pipe_wr = fds[1];
       ::fcntl(d.pipe_wr, F_SETPIPE_SZ, static_cast<int>(kSpliceChunk));
+      int size = ::fcntl(d.pipe_wr, F_GETPIPE_SZ);
+      d.capacity = size > 0 ? static_cast<size_t>(size) : 4096;
       // Bytes a side sent before it was paired were read with its join: pass them on.
       uint8_t buf[4096];
       while (d.in->recv_ready()) {
@@ -275,7 +286,7 @@ void Relay::forward(std::shared_ptr<Link> a, std::shared_ptr<Link> b, std::strin
       }
       bool moved = false;
       for (auto& d : dirs) {
-        size_t budget = kSpliceChunk - d.pending;
+        size_t budget = d.capacity - d.pending;
         if (rate > 0) budget = std::min(budget, static_cast<size_t>(d.tokens));
         if (!d.eof && budget > 0) {
           ssize_t n = ::splice(d.in->fd(), nullptr, d.pipe_wr, nullptr, budget, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -317,10 +328,12 @@ void Relay::forward(std::shared_ptr<Link> a, std::shared_ptr<Link> b, std::strin
       for (Link* l : {a.get(), b.get()}) {
         short ev = 0;
         for (auto& d : dirs) {
-          if (d.in == l && !d.eof && d.pending < kSpliceChunk) ev |= POLLIN;
+          if (d.in == l && !d.eof && d.pending < d.capacity) ev |= POLLIN;
           if (d.out == l && d.pending > 0) ev |= POLLOUT;
         }
-        fds[nfds++] = pollfd{l->fd(), ev, 0};
+        // A socket we want nothing from is left out: poll would report its hang-up or
+        // error again and again (a reset side of an idle circuit) and spin this thread.
+        fds[nfds++] = pollfd{ev ? l->fd() : -1, ev, 0};
       }
       Duration wait = options_.idle_timeout - (now - last_moved);
       if (rate > 0) wait = std::min<Duration>(wait, Millis(5));  // refill the buckets

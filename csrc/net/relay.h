@@ -33,7 +33,9 @@ struct RelayOptions {
   uint32_t max_circuits = 1024;            // in total
   uint32_t max_circuits_per_peer = 64;     // per peer id named in registrations
   uint32_t max_per_source = 128;           // connections per source address (joins and circuits)
-  Duration idle_timeout = std::chrono::seconds(300);  // a circuit silent this long is closed
+  // A circuit that moved no byte this long is closed. Long: a training run's pool may be
+  // quiet for many minutes between outer steps; dead ends are found by TCP keepalive.
+  Duration idle_timeout = std::chrono::hours(1);
   uint64_t rate_bytes_per_second = 0;      // per circuit and direction; 0: no cap
 };
 

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
 #include "core/errors.h"
 
@@ -52,10 +53,13 @@ Socket Socket::listen_on(const HostPort& hp, int backlog, bool shared) {
   Socket s(new_tcp_socket());
   int one = 1;
   ::setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (shared) share_port(s.fd());
+  // A chosen port is shared before the bind; a picked one (port 0) after it, so the
+  // kernel cannot pick a port another sharing socket holds (see reserve_port).
+  if (shared && hp.port != 0) share_port(s.fd());
   if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     throw IoError("cannot listen on " + hp.str() + ": bind failed: " + errno_text(errno));
   }
+  if (shared && hp.port == 0) share_port(s.fd());
   if (::listen(s.fd(), backlog) != 0) {
     throw IoError("cannot listen on " + hp.str() + ": " + errno_text(errno));
   }
@@ -69,6 +73,20 @@ Socket Socket::connect_start(const sockaddr_in& addr) {
   if (rc != 0 && errno != EINPROGRESS) {
     throw IoError("connect to " + format_sockaddr(addr) + " failed: " + errno_text(errno));
   }
+  return s;
+}
+
+Socket Socket::reserve_port() {
+  Socket s(new_tcp_socket());
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+    throw IoError("cannot reserve a port: " + errno_text(errno));
+  }
+  // Shared only after the bind: bind(0) with SO_REUSEADDR set may pick a port that
+  // another such socket holds; this way the port is ours, and our own dials may join.
+  share_port(s.fd());
   return s;
 }
 
@@ -108,8 +126,25 @@ std::string Socket::finish_connect() const {
   return err == 0 ? std::string() : errno_text(err);
 }
 
+namespace {
+// One descriptor kept in reserve: when the process runs out, a pending connection cannot
+// be accepted, and a level-triggered listener would wake its loop again and again. The
+// reserve is given up for a moment to accept that connection and close it at once.
+std::mutex spare_mutex;
+int spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+void refuse_one_pending(int listener) {
+  std::lock_guard<std::mutex> lock(spare_mutex);
+  if (spare_fd >= 0) ::close(spare_fd);
+  int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd >= 0) ::close(fd);
+  spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+}  // namespace
+
 Socket Socket::accept_one() const {
   int fd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE)) refuse_one_pending(fd_);
   if (fd < 0) return Socket();
   Socket s(fd);
   s.set_nodelay();

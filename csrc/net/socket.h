@@ -35,6 +35,9 @@ class Socket {
   // Starts a non-blocking connect; completion is signalled by writability (see
   // finish_connect). Throws IoError only for immediate failures.
   static Socket connect_start(const sockaddr_in& addr);
+  // A socket bound to a free port (then marked SO_REUSEADDR + SO_REUSEPORT) and nothing
+  // else: it holds the port for later connect_start_from calls and accepts nothing.
+  static Socket reserve_port();
   // connect_start from a given local port (SO_REUSEADDR + SO_REUSEPORT), so the NAT
   // mapping of that port is the one used. A 4-tuple already in use fails with IoError.
   static Socket connect_start_from(uint16_t local_port, const sockaddr_in& addr);

@@ -18,6 +18,15 @@ TcpLink::TcpLink(Socket socket, LinkKind kind, std::string remote)
     : Link(kind, remote.empty() ? format_sockaddr(socket.remote_address()) : std::move(remote)),
       socket_(std::move(socket)) {
   socket_.set_nodelay();
+  // A link whose other end vanished without a reset (a NAT mapping or a relay host gone)
+  // must fail, not hang: keepalive probes when idle, and a bound on unacknowledged data.
+  int on = 1, idle = kKeepaliveIdle, interval = kKeepaliveInterval, count = kKeepaliveCount;
+  unsigned user_timeout = kUserTimeoutMs;
+  ::setsockopt(socket_.fd(), SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(socket_.fd(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(socket_.fd(), IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(socket_.fd(), IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  ::setsockopt(socket_.fd(), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
 }
 
 void TcpLink::shutdown() {

@@ -11,6 +11,14 @@
 
 namespace pcomm::net {
 
+// Dead-peer detection on every TCP link: keepalive after this many idle seconds, probes
+// this many seconds apart, this many unanswered probes; and unacknowledged data older
+// than kUserTimeoutMs fails the connection (TCP_USER_TIMEOUT).
+inline constexpr int kKeepaliveIdle = 30;
+inline constexpr int kKeepaliveInterval = 5;
+inline constexpr int kKeepaliveCount = 4;
+inline constexpr unsigned kUserTimeoutMs = 20000;
+
 class TcpLink : public Link {
  public:
   TcpLink(Socket socket, LinkKind kind);

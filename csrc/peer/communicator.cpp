@@ -19,7 +19,7 @@ constexpr Millis kTickInterval{25};
 constexpr int kHeartbeatsPerTimeout = 4;
 // Pause between attempts to reach a coordinator that refused the connection.
 constexpr Millis kConnectRetry{100};
-constexpr uint32_t kMaxConnectionsPerPeer = 64;
+constexpr uint32_t kMaxConnectionsPerPeer = proto::kMaxPoolConnections;
 // How long past its deadline an op that finished its ring waits for the coordinator's
 // decision before giving up (a dead coordinator is normally noticed much sooner).
 constexpr std::chrono::seconds kDecisionGrace{10};

@@ -20,6 +20,7 @@
 // and calls into them after releasing it.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -137,6 +138,7 @@ class Communicator {
   // Loop-thread state.
   std::shared_ptr<net::FramedConnection> coord_;
   net::Socket data_listener_;
+  std::shared_ptr<std::atomic<int>> handshakes_ = std::make_shared<std::atomic<int>>(0);  // inbound, before hello
   std::shared_ptr<net::Cancel> prepare_cancel_;  // the current epoch's link preparation (under mutex_)
   TimePoint last_heard_;
   Duration heartbeat_timeout_{};

@@ -20,6 +20,15 @@ namespace {
 constexpr std::chrono::seconds kLinkSetupTimeout{15};
 // A connection must say what it is for within this.
 constexpr std::chrono::seconds kInboundHelloTimeout{10};
+// Connections on the data port that have not said what they are for yet, at most.
+constexpr int kMaxInboundHandshakes = 256;
+
+// Holds one of those places while its connection's handlers live.
+struct HandshakeSlot {
+  explicit HandshakeSlot(std::shared_ptr<std::atomic<int>> n) : count(std::move(n)) { ++*count; }
+  ~HandshakeSlot() { --*count; }
+  std::shared_ptr<std::atomic<int>> count;
+};
 }  // namespace
 
 void Communicator::on_topology(const proto::Topology& topology) {
@@ -83,11 +92,25 @@ void Communicator::prepare_links(uint64_t epoch, const proto::RingMember& self, 
   std::string reason;
   while (reason.empty()) {
     if (cancel->fired()) return;  // a newer epoch (or close) took over
+    std::vector<std::shared_ptr<Pool>> held;
     try {
-      failed_peer = left;
-      auto left_pool = remotes_->get(left)->pool(self, deadline, *cancel);
-      failed_peer = right;
-      auto right_pool = right == left ? left_pool : remotes_->get(right)->pool(self, deadline, *cancel);
+      // The pools this side opens first, then those it waits for: a follower waits for
+      // its driver, so a driver that first waited itself would chain delays along the ring.
+      auto left_peer = remotes_->get(left);
+      auto right_peer = remotes_->get(right);
+      std::shared_ptr<Pool> left_pool, right_pool;
+      bool left_first = left_peer->self_drives(self) || !right_peer->self_drives(self);
+      for (int k = 0; k < 2; ++k) {
+        bool do_left = (k == 0) == left_first;
+        failed_peer = do_left ? left : right;
+        if (do_left) {
+          left_pool = left_peer->pool(self, deadline, *cancel);
+        } else if (right != left) {
+          right_pool = right_peer->pool(self, deadline, *cancel);
+        }
+      }
+      if (right == left) right_pool = left_pool;
+      held = {left_pool, right_pool};
       std::vector<Pool*> pools{left_pool.get()};
       if (right_pool != left_pool) pools.push_back(right_pool.get());
       resync_pools(pools, epoch, deadline, *cancel);
@@ -108,6 +131,13 @@ void Communicator::prepare_links(uint64_t epoch, const proto::RingMember& self, 
       log_.debug("links of epoch ", epoch, ": ", e.what(), "; retrying");
       if (Clock::now() >= deadline) reason = e.what();
       std::this_thread::sleep_for(Millis(50));
+    } catch (const TimeoutError& e) {
+      // The other side never answered on these links: they may be dead without a reset
+      // (a NAT mapping gone, a relay host lost). Do not trust them next epoch.
+      for (auto& p : held) {
+        if (p) p->shutdown();
+      }
+      reason = e.what();
     } catch (const Error& e) {
       reason = e.what();
     }
@@ -127,10 +157,15 @@ void Communicator::on_data_accept() {
 }
 
 void Communicator::on_inbound_link(std::shared_ptr<net::Link> link) {
+  if (*handshakes_ >= kMaxInboundHandshakes) {
+    link->shutdown();  // a flood of silent connections: refuse, do not queue
+    return;
+  }
+  auto slot = std::make_shared<HandshakeSlot>(handshakes_);
   auto conn = net::FramedConnection::create(loop_, std::move(link));
   std::weak_ptr<net::FramedConnection> weak = conn;
   conn->start(
-      [this, weak](uint16_t type, const uint8_t* p, size_t n) {
+      [this, weak, slot](uint16_t type, const uint8_t* p, size_t n) {
         auto c = weak.lock();
         if (!c) return;
         if (type == static_cast<uint16_t>(proto::StateMsg::kFetchHello)) {
@@ -160,12 +195,23 @@ void Communicator::on_inbound_link(std::shared_ptr<net::Link> link) {
 void Communicator::route_link_hello(const proto::LinkHello& hello,
                                     const std::shared_ptr<net::FramedConnection>& conn) {
   std::shared_ptr<RemotePeer> remote;
+  proto::RingMember self;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    self = self_member_;
+  }
   try {
     remote = remotes_->get(hello.from_peer);
   } catch (const InvalidArgument& e) {
     conn->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kBadRequest), e.what());
     return;
   }
+  if (!remote->accepts(self, hello.pool, hello.index, hello.count)) {
+    conn->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kBadRequest),
+                               "this peer does not take pool " + std::to_string(hello.pool) + " from " + hello.from_peer);
+    return;
+  }
+  // Acknowledged only once it will be taken: the opener counts acknowledged links as open.
   conn->send(proto::frame_of(proto::MsgType::kLinkAck, proto::EpochMsg{hello.pool}.encode()));
   remote->offer(hello.pool, hello.index, hello.count, conn->detach());
   // A pool that is not complete by then, or from a peer no topology names by then, is

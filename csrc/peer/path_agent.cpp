@@ -41,10 +41,11 @@ PathAgent::PathAgent(const Logger& log, Send send_to_coordinator, Inbound inboun
 PathAgent::~PathAgent() { stop(); }
 
 void PathAgent::stop() {
-  std::vector<std::thread> workers;
+  std::vector<Worker> workers;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopped_ = true;
+    backlog_.clear();
     for (auto& [intent, w] : waiters_) {
       if (!w.done) {
         w.done = true;
@@ -56,29 +57,54 @@ void PathAgent::stop() {
   }
   stopping_.fire("the communicator was closed");
   cv_.notify_all();
-  for (auto& t : workers) t.join();
+  for (auto& w : workers) w.thread.join();
 }
 
 void PathAgent::spawn(std::function<void()> work) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (stopped_) return;
-  workers_.emplace_back([this, work = std::move(work)] {
-    try {
-      work();
-    } catch (const std::exception& e) {
-      log_.debug("path worker ended: ", e.what());
+  // Join the workers that are done; past the cap, the work waits for one to finish.
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (it->done->load()) {
+      it->thread.join();
+      it = workers_.erase(it);
+    } else {
+      ++it;
     }
-  });
+  }
+  if (workers_.size() >= kMaxWorkers) {
+    backlog_.push_back(std::move(work));
+    return;
+  }
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  workers_.push_back(Worker{std::thread([this, done, work = std::move(work)]() mutable {
+                              for (;;) {
+                                try {
+                                  work();
+                                } catch (const std::exception& e) {
+                                  log_.debug("path worker ended: ", e.what());
+                                }
+                                std::lock_guard<std::mutex> lock(mutex_);
+                                if (stopped_ || backlog_.empty()) break;
+                                work = std::move(backlog_.front());  // take the next one waiting
+                                backlog_.pop_front();
+                              }
+                              done->store(true);
+                            }),
+                            done});
 }
 
 std::vector<std::shared_ptr<net::Link>> PathAgent::request(const std::string& peer, proto::PathKind kind,
                                                            proto::PathPurpose purpose, uint32_t count,
-                                                           TimePoint deadline, const net::Cancel* cancel) {
+                                                           TimePoint deadline, const net::Cancel* cancel,
+                                                           bool fresh_port) {
   uint64_t intent = random_intent();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopped_) throw Aborted("the communicator was closed");
-    waiters_[intent] = Waiter{};
+    Waiter w;
+    w.fresh_port = fresh_port;
+    waiters_[intent] = std::move(w);
   }
   proto::PathRequest req{intent, peer, static_cast<uint8_t>(kind), static_cast<uint8_t>(purpose), count};
   send_(proto::frame_of_fields(req));
@@ -127,14 +153,26 @@ void PathAgent::deliver(uint64_t intent, bool requester, std::vector<std::shared
 
 void PathAgent::on_punch_prepare(const proto::PunchPrepare& m) {
   uint16_t port = shared_port_;
-  if (static_cast<proto::PathPurpose>(m.purpose) == proto::PathPurpose::kStream) {
-    // A stream gets a fresh port (the shared one already carries this pair's pool): hold
-    // it bound until the punch, so nothing else takes it meanwhile.
+  bool fresh = static_cast<proto::PathPurpose>(m.purpose) == proto::PathPurpose::kStream;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = waiters_.find(m.intent);
+    if (m.requester && it != waiters_.end() && it->second.fresh_port) fresh = true;
+    // Reservations whose PunchGo never came (the other side did not answer in time).
+    auto now = Clock::now();
+    for (auto r = reserved_.begin(); r != reserved_.end();) {
+      r = now - r->second.since > kReservedPortTtl ? reserved_.erase(r) : std::next(r);
+    }
+  }
+  if (fresh) {
+    // A stream, or a replacement pool, gets a fresh port (the shared one's 4-tuple to
+    // this peer is taken, or may be): hold it bound until the punch so nothing takes it.
     try {
-      net::Socket reserve = net::Socket::listen_on(net::HostPort{"0.0.0.0", 0}, 1, /*share_port=*/true);
+      net::Socket reserve = net::Socket::reserve_port();
       port = ntohs(reserve.local_address().sin_port);
       std::lock_guard<std::mutex> lock(mutex_);
-      reserved_[m.intent] = std::move(reserve);
+      if (reserved_.size() >= 4 * kMaxWorkers) return;  // too many punches at once: let this one fail
+      reserved_[m.intent] = Reserved{std::move(reserve), Clock::now()};
     } catch (const Error& e) {
       log_.warn("cannot reserve a port for a punch with ", m.peer, ": ", e.what());
       return;

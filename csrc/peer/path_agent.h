@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -43,6 +44,10 @@ namespace pcomm::peer {
 inline constexpr Millis kPunchAttempt{2500};
 // Pause before redialling after a dial was refused (RST) during an attempt.
 inline constexpr Millis kPunchRedial{40};
+// A port reserved for a punch whose PunchGo never came is let go after this.
+inline constexpr Millis kReservedPortTtl{6000};
+// Punches and relay joins running at once; more wait their turn (bounded threads).
+inline constexpr size_t kMaxWorkers = 32;
 
 class PathAgent {
  public:
@@ -59,9 +64,10 @@ class PathAgent {
   // Requester side: a punched (count 1) or relayed (count links) path to peer. Throws
   // IoError when the coordinator or the dial gave up, TimeoutError at the deadline,
   // Aborted when cancel fired.
+  // fresh_port: punch from a newly reserved port instead of the shared one.
   std::vector<std::shared_ptr<net::Link>> request(const std::string& peer, proto::PathKind kind,
                                                   proto::PathPurpose purpose, uint32_t count, TimePoint deadline,
-                                                  const net::Cancel* cancel);
+                                                  const net::Cancel* cancel, bool fresh_port = false);
 
   // Loop thread: the coordinator's signals.
   void on_punch_prepare(const proto::PunchPrepare& m);
@@ -77,6 +83,15 @@ class PathAgent {
     std::vector<std::shared_ptr<net::Link>> links;
     std::optional<std::string> error;
     bool done = false;
+    bool fresh_port = false;
+  };
+  struct Reserved {
+    net::Socket socket;
+    TimePoint since;
+  };
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
   };
   void deliver(uint64_t intent, bool requester, std::vector<std::shared_ptr<net::Link>> links,
                const std::string& error);
@@ -92,8 +107,9 @@ class PathAgent {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::map<uint64_t, Waiter> waiters_;          // requests in flight, by intent
-  std::map<uint64_t, net::Socket> reserved_;    // fresh ports held for stream punches
-  std::vector<std::thread> workers_;
+  std::map<uint64_t, Reserved> reserved_;       // fresh ports held for punches, by intent
+  std::vector<Worker> workers_;                 // finished ones are joined by spawn()
+  std::deque<std::function<void()>> backlog_;   // work waiting for a free worker
   bool stopped_ = false;
 };
 

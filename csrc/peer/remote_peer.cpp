@@ -1,6 +1,7 @@
 // RemotePeer and RemotePeers; see remote_peer.h.
 #include "peer/remote_peer.h"
 
+#include <algorithm>
 #include <random>
 
 #include "core/errors.h"
@@ -73,6 +74,11 @@ void RemotePeer::set_info(const proto::RingMember& info) {
   info_ = info;
 }
 
+bool RemotePeer::self_drives(const proto::RingMember& self) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return info_ && choose_path(self, *info_).self_drives;
+}
+
 void RemotePeer::close() {
   std::lock_guard<std::mutex> lock(mutex_);
   closed_ = true;
@@ -85,6 +91,7 @@ void RemotePeer::close() {
 
 void RemotePeer::adopt(std::shared_ptr<Pool> pool) {
   if (current_ && current_ != pool) current_->shutdown();
+  if (pool->kind == net::LinkKind::kPunched) punched_before_ = true;
   current_ = std::move(pool);
   env_.log->info("link to ", id_, ": ", net::link_kind_name(current_->kind), " via ",
                 current_->links.front()->remote(), " (", current_->links.size(), " connection",
@@ -104,8 +111,10 @@ std::shared_ptr<Pool> RemotePeer::pool(const proto::RingMember& self, TimePoint 
   }
   PathChoice choice = choose_path(self, remote);
   if (!choice.self_drives) {
-    // Follower: the driver's pool, whichever path it took.
+    // Follower: the driver's pool, whichever path it took. A broken one is closed here so
+    // the driver, which may not have noticed, sees its end and opens a new one.
     std::unique_lock<std::mutex> lock(mutex_);
+    if (current_ && current_->broken()) current_->shutdown();
     for (;;) {
       if (closed_) throw Aborted("the communicator was closed");
       if (current_ && !current_->broken()) return current_;
@@ -126,8 +135,12 @@ std::shared_ptr<Pool> RemotePeer::pool(const proto::RingMember& self, TimePoint 
   if (working) {
     // A relayed pool works; one punch attempt, bounded well inside the deadline.
     try {
-      auto punched = try_punch(self, std::min(deadline, Clock::now() + kPunchRequestTimeout), cancel);
+      auto punched = try_punch(self, false, std::min(deadline, Clock::now() + kPunchRequestTimeout), cancel);
       std::lock_guard<std::mutex> lock(mutex_);
+      if (closed_) {
+        punched->shutdown();
+        throw Aborted("the communicator was closed");
+      }
       adopt(punched);
       return punched;
     } catch (const Error& e) {
@@ -167,9 +180,15 @@ std::shared_ptr<Pool> RemotePeer::establish(const proto::RingMember& self, const
   }
   if (cancel.fired()) throw Aborted(cancel.reason());
   if (choice.punchable) {
+    bool replacing;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      replacing = punched_before_;
+    }
     for (int attempt = 1; attempt <= kPunchAttempts && Clock::now() < deadline; ++attempt) {
       try {
-        return try_punch(self, std::min(deadline, Clock::now() + kPunchRequestTimeout), cancel);
+        bool fresh = replacing || attempt > 1;
+        return try_punch(self, fresh, std::min(deadline, Clock::now() + kPunchRequestTimeout), cancel);
       } catch (const Aborted&) {
         throw;
       } catch (const Error& e) {
@@ -188,9 +207,10 @@ std::shared_ptr<Pool> RemotePeer::establish(const proto::RingMember& self, const
   }
 }
 
-std::shared_ptr<Pool> RemotePeer::try_punch(const proto::RingMember& self, TimePoint deadline,
+std::shared_ptr<Pool> RemotePeer::try_punch(const proto::RingMember& self, bool fresh_port, TimePoint deadline,
                                             const net::Cancel& cancel) {
-  auto links = env_.agent->request(id_, proto::PathKind::kPunch, proto::PathPurpose::kPool, 1, deadline, &cancel);
+  auto links = env_.agent->request(id_, proto::PathKind::kPunch, proto::PathPurpose::kPool, 1, deadline, &cancel,
+                                   fresh_port);
   return handshake(self.peer_id, std::move(links), net::LinkKind::kPunched, deadline, &cancel);
 }
 
@@ -247,7 +267,7 @@ std::shared_ptr<net::Link> RemotePeer::open_stream(const proto::RingMember& self
   if (choose_path(self, remote).punchable) {
     try {
       auto links = env_.agent->request(id_, proto::PathKind::kPunch, proto::PathPurpose::kStream, 1,
-                                       std::min(deadline, Clock::now() + kPunchRequestTimeout), cancel);
+                                       std::min(deadline, Clock::now() + kPunchRequestTimeout), cancel, true);
       return links.front();
     } catch (const Aborted&) {
       throw;
@@ -263,6 +283,17 @@ std::shared_ptr<net::Link> RemotePeer::open_stream(const proto::RingMember& self
   }
 }
 
+bool RemotePeer::accepts(const proto::RingMember& self, uint64_t pool, uint32_t index, uint32_t count) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (closed_ || (current_ && current_->id == pool)) return false;
+  // This side drives the pair: nobody else opens its pool (an unknown peer is not
+  // refused yet: its topology may still be on the way; sweep() ends its stay).
+  if (info_ && !self.peer_id.empty() && choose_path(self, *info_).self_drives) return false;
+  auto it = partial_.find(pool);
+  if (it == partial_.end()) return true;
+  return it->second.links.size() == count && index < count && !it->second.links[index];
+}
+
 void RemotePeer::offer(uint64_t pool, uint32_t index, uint32_t count, std::shared_ptr<net::Link> link) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (closed_ || (current_ && current_->id == pool)) {
@@ -271,10 +302,12 @@ void RemotePeer::offer(uint64_t pool, uint32_t index, uint32_t count, std::share
   }
   auto it = partial_.find(pool);
   if (it == partial_.end()) {
-    while (partial_.size() >= kMaxPartialPools) {  // drop the oldest stragglers
-      partial_.begin()->second.shutdown();
-      partial_since_.erase(partial_.begin()->first);
-      partial_.erase(partial_.begin());
+    while (partial_.size() >= kMaxPartialPools) {  // drop the oldest straggler
+      auto oldest = std::min_element(partial_since_.begin(), partial_since_.end(),
+                                     [](const auto& a, const auto& b) { return a.second < b.second; });
+      partial_.at(oldest->first).shutdown();
+      partial_.erase(oldest->first);
+      partial_since_.erase(oldest);
     }
     it = partial_.emplace(pool, Pool{pool, link->kind(), std::vector<std::shared_ptr<net::Link>>(count)}).first;
     partial_since_[pool] = Clock::now();

@@ -98,12 +98,17 @@ class RemotePeer {
   const std::string& id() const { return id_; }
 
   void set_info(const proto::RingMember& info);
+  // Whether this side opens the pool (choose_path); false while the peer is unknown.
+  bool self_drives(const proto::RingMember& self) const;
   // The pool to use now: the working one, or a new one (driver) / the driver's next one
   // (follower). Blocking; any thread but the loop's.
   std::shared_ptr<Pool> pool(const proto::RingMember& self, TimePoint deadline, const net::Cancel& cancel);
   // A new stream to this peer for a state fetch; this side speaks first on it.
   std::shared_ptr<net::Link> open_stream(const proto::RingMember& self, TimePoint deadline,
                                          const net::Cancel* cancel);
+  // Whether a pool connection with this LinkHello would be taken: not from a peer this
+  // side drives for (self as the last topology described it), nor a duplicate slot.
+  bool accepts(const proto::RingMember& self, uint64_t pool, uint32_t index, uint32_t count) const;
   // A pool connection that arrived and passed its LinkHello (loop thread).
   void offer(uint64_t pool, uint32_t index, uint32_t count, std::shared_ptr<net::Link> link);
   std::optional<LinkInfo> info() const;
@@ -116,7 +121,10 @@ class RemotePeer {
  private:
   std::shared_ptr<Pool> establish(const proto::RingMember& self, const PathChoice& choice, TimePoint deadline,
                                   const net::Cancel& cancel);
-  std::shared_ptr<Pool> try_punch(const proto::RingMember& self, TimePoint deadline, const net::Cancel& cancel);
+  // fresh_port: dial from a new port, not the shared one (a broken punched pool's 4-tuple
+  // may still exist, or a failed attempt's).
+  std::shared_ptr<Pool> try_punch(const proto::RingMember& self, bool fresh_port, TimePoint deadline,
+                                  const net::Cancel& cancel);
   // Driver: LinkHello on every link, then every LinkAck; the links become one pool.
   std::shared_ptr<Pool> handshake(const std::string& self_id, std::vector<std::shared_ptr<net::Link>> links,
                                   net::LinkKind kind, TimePoint deadline, const net::Cancel* cancel);
@@ -132,6 +140,7 @@ class RemotePeer {
   std::map<uint64_t, TimePoint> partial_since_;
   TimePoint created_ = Clock::now();
   TimePoint last_upgrade_try_{};
+  bool punched_before_ = false;  // a punched pool existed: punch replacements from a fresh port
   bool closed_ = false;
 };
 

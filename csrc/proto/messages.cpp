@@ -182,7 +182,9 @@ LinkHello LinkHello::decode(const uint8_t* data, size_t size) {
   m.pool = r.u64();
   m.index = r.u32();
   m.count = r.u32();
-  if (m.count == 0 || m.index >= m.count) throw ProtocolError("LinkHello index/count out of range");
+  if (m.count == 0 || m.count > kMaxPoolConnections || m.index >= m.count) {
+    throw ProtocolError("LinkHello index/count out of range");
+  }
   r.finish();
   return m;
 }

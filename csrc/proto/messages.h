@@ -177,6 +177,9 @@ struct TopologyDone {
   static TopologyDone decode(const uint8_t* data, size_t size);
 };
 
+// The largest pool of connections to one peer (connections_per_peer's upper bound).
+inline constexpr uint32_t kMaxPoolConnections = 64;
+
 struct LinkHello {
   static constexpr MsgType kType = MsgType::kLinkHello;
   std::string run;

@@ -27,7 +27,9 @@ class Relay(NativeServer):
         max_circuits: circuits open at once, in total.
         max_circuits_per_peer: circuits open at once for one peer id.
         max_per_source: connections (waiting or paired) from one source address.
-        idle_timeout: seconds after which a circuit that moved no byte is closed.
+        idle_timeout: seconds after which a circuit that moved no byte is closed (an
+            hour: pools may be quiet between outer steps; dead ends are found by TCP
+            keepalive).
         rate: bytes per second per circuit and direction; ``None``: no cap.
     """
 
@@ -38,7 +40,7 @@ class Relay(NativeServer):
         max_circuits: int = 1024,
         max_circuits_per_peer: int = 64,
         max_per_source: int = 128,
-        idle_timeout: float | timedelta = 300.0,
+        idle_timeout: float | timedelta = 3600.0,
         rate: float | None = None,
     ) -> None:
         for name, value in (("max_circuits", max_circuits), ("max_circuits_per_peer", max_circuits_per_peer),
