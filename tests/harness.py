@@ -177,8 +177,8 @@ class CoordinatorProcess(_Proc):
 class RelayProcess(_Proc):
     """`pcomm relay` as a process (for tests that SIGKILL a relay)."""
 
-    def __init__(self, listen: str = "127.0.0.1:0", prefix: list[str] | None = None) -> None:
-        super().__init__((prefix or []) + [sys.executable, "-m", "pcomm", "relay", "--listen", listen])
+    def __init__(self, listen: str = "127.0.0.1:0", prefix: list[str] | None = None, env: dict | None = None) -> None:
+        super().__init__((prefix or []) + [sys.executable, "-m", "pcomm", "relay", "--listen", listen], env)
         first = self.read_line(30)
         self.address = first.strip().rsplit(" ", 1)[-1]
 

@@ -206,6 +206,10 @@ bool Lane::pump_send() {
 }
 
 void Lane::on_header() {
+  if (std::memcmp(recv_hdr_, proto::kResyncPrefix, proto::kHeaderSize) == 0) {
+    // The left neighbour gave this op up and re-synchronises for a new epoch.
+    throw Aborted("the left neighbour moved on to a new epoch (lane " + std::to_string(id_) + ")");
+  }
   proto::Header h = proto::decode_header(recv_hdr_);
   proto::Reader rd(recv_hdr_ + proto::kHeaderSize, 12);
   uint64_t op_id = rd.u64();

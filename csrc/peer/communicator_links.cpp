@@ -90,6 +90,7 @@ void Communicator::prepare_links(uint64_t epoch, const proto::RingMember& self, 
                                  const std::shared_ptr<net::Cancel>& cancel) {
   std::string failed_peer = right;
   std::string reason;
+  Resync resync(epoch);  // kept across attempts: links already through stay through
   while (reason.empty()) {
     if (cancel->fired()) return;  // a newer epoch (or close) took over
     std::vector<std::shared_ptr<Pool>> held;
@@ -110,10 +111,10 @@ void Communicator::prepare_links(uint64_t epoch, const proto::RingMember& self, 
         }
       }
       if (right == left) right_pool = left_pool;
-      held = {left_pool, right_pool};
-      std::vector<Pool*> pools{left_pool.get()};
-      if (right_pool != left_pool) pools.push_back(right_pool.get());
-      resync_pools(pools, epoch, deadline, *cancel);
+      held = {left_pool};
+      if (right_pool != left_pool) held.push_back(right_pool);
+      failed_peer.clear();
+      resync.run(held, deadline, *cancel, &failed_peer);
       auto set = std::make_shared<LinkSet>(LinkSet{epoch, left, right, right_pool->links, left_pool->links});
       loop_.post([this, epoch, set] {
         {
@@ -141,6 +142,7 @@ void Communicator::prepare_links(uint64_t epoch, const proto::RingMember& self, 
     } catch (const Error& e) {
       reason = e.what();
     }
+    if (failed_peer.empty()) failed_peer = right;
   }
   loop_.post([this, epoch, failed_peer, reason] {
     log_.warn("links of epoch ", epoch, " failed: ", reason);

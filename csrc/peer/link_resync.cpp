@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/errors.h"
+#include "proto/wire.h"
 
 namespace pcomm::peer {
 
@@ -15,7 +16,8 @@ using Marker = std::array<uint8_t, kMarkerSize>;
 
 Marker marker(char kind, uint64_t epoch, uint64_t pool) {
   Marker m{};
-  std::memcpy(m.data(), "PCOMM/RESYNC/v2", 15);
+  static_assert(proto::kResyncPrefixSize == 15, "a marker is 15 prefix bytes, a kind, epoch and pool");
+  std::memcpy(m.data(), proto::kResyncPrefix, proto::kResyncPrefixSize);
   m[15] = static_cast<uint8_t>(kind);
   for (int i = 0; i < 8; ++i) {
     m[16 + i] = static_cast<uint8_t>(epoch >> (8 * i));
@@ -24,8 +26,13 @@ Marker marker(char kind, uint64_t epoch, uint64_t pool) {
   return m;
 }
 
-struct Stream {
+}  // namespace
+
+struct Resync::Stream {
   net::Link* link;
+  std::shared_ptr<Pool> pool;
+  size_t index = 0;
+  int marks_sent = 0;
   Marker mark, done;
   std::vector<uint8_t> out;  // a marker being sent
   size_t out_pos = 0;
@@ -42,6 +49,9 @@ struct Stream {
     out_pos = 0;
   }
 };
+
+namespace {
+using Stream = Resync::Stream;
 
 // Finds `m` in the window; drops everything up to its end and returns true.
 bool take(std::vector<uint8_t>& window, const Marker& m) {
@@ -74,6 +84,22 @@ void receive(Stream& s) {
   }
 }
 
+// Which streams were not done and where each stood, for the timeout's message.
+std::string describe(const std::vector<Stream*>& streams) {
+  std::string out;
+  for (const Stream* sp : streams) {
+    const Stream& s = *sp;
+    if (s.finished()) continue;
+    if (!out.empty()) out += "; ";
+    out += "peer " + s.pool->peer + " (" + net::link_kind_name(s.pool->kind) + ", link " +
+           std::to_string(s.index + 1) + " of " + std::to_string(s.pool->links.size()) + "): " +
+           std::to_string(s.marks_sent) + " marks sent, " +
+           (s.peer_done ? "its DONE seen" : s.seen_peer ? "its MARK seen, no DONE" : "nothing heard") +
+           (s.sending() ? ", our marker stuck in the send buffer" : "");
+  }
+  return out;
+}
+
 // Moves what can move now on one stream: markers out, bytes in.
 void pump(Stream& s, TimePoint now) {
   for (int round = 0; round < 2; ++round) {
@@ -85,6 +111,7 @@ void pump(Stream& s, TimePoint now) {
       } else if (!s.seen_peer && now - s.last_mark >= kMarkRepeat) {
         s.queue(s.mark);
         s.last_mark = now;
+        ++s.marks_sent;
       }
     }
     while (s.sending()) {
@@ -97,29 +124,45 @@ void pump(Stream& s, TimePoint now) {
 }
 }  // namespace
 
-void resync_pools(const std::vector<Pool*>& pools, uint64_t epoch, TimePoint deadline, const net::Cancel& cancel) {
-  std::vector<Stream> streams;
-  for (Pool* p : pools) {
-    for (auto& l : p->links) {
-      Stream s;
-      s.link = l.get();
-      s.mark = marker('M', epoch, p->id);
-      s.done = marker('D', epoch, p->id);
-      streams.push_back(std::move(s));
+Resync::Resync(uint64_t epoch) : epoch_(epoch) {}
+Resync::~Resync() = default;
+
+void Resync::run(const std::vector<std::shared_ptr<Pool>>& pools, TimePoint deadline, const net::Cancel& cancel,
+                 std::string* stuck_peer) {
+  std::vector<Stream*> streams;
+  for (const auto& p : pools) {
+    for (size_t i = 0; i < p->links.size(); ++i) {
+      auto& slot = streams_[p->links[i]];
+      if (!slot) {  // a link this epoch has not seen yet
+        slot = std::make_unique<Stream>();
+        slot->link = p->links[i].get();
+        slot->pool = p;
+        slot->index = i;
+        slot->mark = marker('M', epoch_, p->id);
+        slot->done = marker('D', epoch_, p->id);
+      }
+      streams.push_back(slot.get());
     }
   }
   for (;;) {
     auto now = Clock::now();
     TimePoint wake_by = deadline;
     std::vector<net::LinkInterest> interests;
-    for (auto& s : streams) {
-      pump(s, now);
-      if (s.finished()) continue;
-      interests.push_back({s.link, s.sending(), !s.peer_done});
-      if (!s.seen_peer) wake_by = std::min(wake_by, s.last_mark + kMarkRepeat);
+    for (Stream* s : streams) {
+      pump(*s, now);
+      if (s->finished()) continue;
+      interests.push_back({s->link, s->sending(), !s->peer_done});
+      if (!s->seen_peer) wake_by = std::min(wake_by, s->last_mark + kMarkRepeat);
     }
     if (interests.empty()) return;
-    net::wait_links(interests, deadline, wake_by, &cancel, "link resynchronisation");
+    try {
+      net::wait_links(interests, deadline, wake_by, &cancel, "link resynchronisation");
+    } catch (const TimeoutError&) {
+      for (Stream* s : streams) {
+        if (!s->finished() && stuck_peer && stuck_peer->empty()) *stuck_peer = s->pool->peer;
+      }
+      throw TimeoutError("link resynchronisation timed out: " + describe(streams));
+    }
   }
 }
 

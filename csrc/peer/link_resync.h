@@ -19,6 +19,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "core/clock.h"
@@ -30,8 +33,26 @@ namespace pcomm::peer {
 // How often MARK is repeated until the other side answers.
 inline constexpr Millis kMarkRepeat{20};
 
-// Throws IoError (and marks the link broken) when a link fails, TimeoutError at the
-// deadline, Aborted when cancel fired.
-void resync_pools(const std::vector<Pool*>& pools, uint64_t epoch, TimePoint deadline, const net::Cancel& cancel);
+// One epoch's re-synchronisation. It remembers each link's progress across attempts:
+// when one pool breaks mid-way and is replaced, the links of the other pools must not
+// send their MARKs again (the other side may be done with them and reading the next
+// op's data by then).
+class Resync {
+ public:
+  struct Stream;  // one link's progress (link_resync.cpp)
+  explicit Resync(uint64_t epoch);
+  ~Resync();
+  Resync(const Resync&) = delete;
+  Resync& operator=(const Resync&) = delete;
+  // Runs until every link of these pools is through. Throws IoError (and marks the link
+  // broken) when a link fails, TimeoutError naming the unfinished links at the deadline
+  // (stuck_peer: the first of their peers), Aborted when cancel fired.
+  void run(const std::vector<std::shared_ptr<Pool>>& pools, TimePoint deadline, const net::Cancel& cancel,
+           std::string* stuck_peer);
+
+ private:
+  uint64_t epoch_;
+  std::map<std::shared_ptr<net::Link>, std::unique_ptr<Stream>> streams_;
+};
 
 }  // namespace pcomm::peer

@@ -218,6 +218,7 @@ std::shared_ptr<Pool> RemotePeer::handshake(const std::string& self_id, std::vec
                                             net::LinkKind kind, TimePoint deadline, const net::Cancel* cancel) {
   auto pool = std::make_shared<Pool>();
   pool->id = random_pool_id();
+  pool->peer = id_;
   pool->kind = kind;
   pool->links = std::move(links);
   try {
@@ -309,7 +310,7 @@ void RemotePeer::offer(uint64_t pool, uint32_t index, uint32_t count, std::share
       partial_.erase(oldest->first);
       partial_since_.erase(oldest);
     }
-    it = partial_.emplace(pool, Pool{pool, link->kind(), std::vector<std::shared_ptr<net::Link>>(count)}).first;
+    it = partial_.emplace(pool, Pool{pool, link->kind(), std::vector<std::shared_ptr<net::Link>>(count), id_}).first;
     partial_since_[pool] = Clock::now();
   }
   Pool& p = it->second;

@@ -72,6 +72,7 @@ struct Pool {
   uint64_t id = 0;
   net::LinkKind kind = net::LinkKind::kDirect;
   std::vector<std::shared_ptr<net::Link>> links;
+  std::string peer;  // the remote peer's id (for messages)
   bool broken() const;
   void shutdown();
 };

@@ -35,6 +35,12 @@ inline constexpr uint32_t kMaxString = 4096;
 // Longest list accepted in a control message (ring members).
 inline constexpr uint32_t kMaxListEntries = 1u << 16;
 
+// The first bytes of the markers that re-synchronise a pool's streams at a new epoch
+// (peer/link_resync.h). A data receiver that meets them where a frame should start knows
+// its neighbour moved on to a new epoch: the op is aborted, not a protocol violation.
+inline constexpr char kResyncPrefix[] = "PCOMM/RESYNC/v2";
+inline constexpr size_t kResyncPrefixSize = 15;
+
 struct Header {
   uint16_t version = kProtocolVersion;
   uint16_t type = 0;
