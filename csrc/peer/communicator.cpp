@@ -54,7 +54,8 @@ Communicator::Communicator(CommunicatorOptions options)
       },
       [this](std::shared_ptr<net::Link> link) { loop_.post([this, link] { on_inbound_link(link); }); });
   remotes_ = std::make_unique<RemotePeers>(
-      PathEnv{options_.run, options_.connections_per_peer, agent_.get(), &log_});
+      PathEnv{options_.run, options_.connections_per_peer, agent_.get(), &log_,
+              [this](const std::string& peer) { on_pool_replaced(peer); }});
 }
 
 Communicator::~Communicator() { close(); }

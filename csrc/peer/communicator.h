@@ -36,6 +36,7 @@
 #include "net/frame_conn.h"
 #include "peer/collective_op.h"
 #include "peer/data_plane.h"
+#include "peer/link_resync.h"
 #include "peer/path_agent.h"
 #include "peer/remote_peer.h"
 #include "peer/state_session.h"
@@ -107,9 +108,20 @@ class Communicator {
   void on_inbound_link(std::shared_ptr<net::Link> link);
   void route_link_hello(const proto::LinkHello& hello, const std::shared_ptr<net::FramedConnection>& conn);
   void on_observe(const proto::Observe& observe);
-  // Data-plane thread: this epoch's pools to both neighbours, re-synchronised.
-  void prepare_links(uint64_t epoch, const proto::RingMember& self, const std::string& left, const std::string& right,
-                     TimePoint deadline, const std::shared_ptr<net::Cancel>& cancel);
+  // One epoch's link preparation: what its tasks on the data-plane thread share.
+  struct Preparation {
+    uint64_t epoch = 0;
+    proto::RingMember self;
+    std::string left, right;
+    std::shared_ptr<net::Cancel> cancel;
+    std::shared_ptr<Resync> resync;
+  };
+  // Data-plane thread: this epoch's pools to both neighbours, re-synchronised. `first`:
+  // the epoch's first run (a relayed pool may try an upgrade only then).
+  void prepare_links(const std::shared_ptr<Preparation>& prep, bool first);
+  // Loop thread: a neighbour's pool was replaced after this epoch's links were reported
+  // ready (the driver opened a new one): re-synchronise it and report again.
+  void on_pool_replaced(const std::string& peer);
   void heartbeat_tick(uint64_t session);
   void fail(ErrorKind kind, const std::string& message);
   void teardown_links();
@@ -140,6 +152,7 @@ class Communicator {
   net::Socket data_listener_;
   std::shared_ptr<std::atomic<int>> handshakes_ = std::make_shared<std::atomic<int>>(0);  // inbound, before hello
   std::shared_ptr<net::Cancel> prepare_cancel_;  // the current epoch's link preparation (under mutex_)
+  std::shared_ptr<Preparation> preparation_;     // loop thread
   TimePoint last_heard_;
   Duration heartbeat_timeout_{};
   uint64_t session_ = 0;  // bumps on every connect(), so stale timers stop

@@ -77,20 +77,41 @@ void Communicator::on_topology(const proto::Topology& topology) {
     coord_->send(proto::frame_of(proto::MsgType::kLinksReady, proto::EpochMsg{epoch}.encode()));
     return;
   }
-  TimePoint deadline = Clock::now() + std::max<Duration>(kLinkSetupTimeout, heartbeat_timeout_);
-  proto::RingMember me = topology.ring[static_cast<size_t>(rank)];
+  auto prep = std::make_shared<Preparation>();
+  prep->epoch = epoch;
+  prep->self = topology.ring[static_cast<size_t>(rank)];
+  prep->left = left;
+  prep->right = right;
+  prep->cancel = cancel;
+  prep->resync = std::make_shared<Resync>(epoch);
+  preparation_ = prep;
   // Ops of older epochs still queued run (and fail) first; none runs during this step.
-  data_plane_->enqueue_task([this, epoch, me, left, right, deadline, cancel] {
-    prepare_links(epoch, me, left, right, deadline, cancel);
-  });
+  data_plane_->enqueue_task([this, prep] { prepare_links(prep, true); });
 }
 
-void Communicator::prepare_links(uint64_t epoch, const proto::RingMember& self, const std::string& left,
-                                 const std::string& right, TimePoint deadline,
-                                 const std::shared_ptr<net::Cancel>& cancel) {
+void Communicator::on_pool_replaced(const std::string& peer) {
+  auto prep = preparation_;
+  if (!prep || prep->cancel->fired() || (peer != prep->left && peer != prep->right)) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (epoch_ != prep->epoch || !links_ || links_->epoch != prep->epoch) return;  // not reported yet
+  }
+  log_.debug("pool to ", peer, " replaced after epoch ", prep->epoch, " was ready here; re-synchronising");
+  data_plane_->enqueue_task([this, prep] { prepare_links(prep, false); });
+}
+
+void Communicator::prepare_links(const std::shared_ptr<Preparation>& prep, bool first) {
+  const uint64_t epoch = prep->epoch;
+  const proto::RingMember& self = prep->self;
+  const std::string& left = prep->left;
+  const std::string& right = prep->right;
+  const auto& cancel = prep->cancel;
+  Resync& resync = *prep->resync;  // kept across attempts and runs: links already through stay through
+  // The budget starts when the task does, not when the topology arrived.
+  TimePoint deadline = Clock::now() + std::max<Duration>(kLinkSetupTimeout, heartbeat_timeout_);
   std::string failed_peer = right;
   std::string reason;
-  Resync resync(epoch);  // kept across attempts: links already through stay through
+  bool allow_upgrade = first;
   while (reason.empty()) {
     if (cancel->fired()) return;  // a newer epoch (or close) took over
     std::vector<std::shared_ptr<Pool>> held;
@@ -105,18 +126,30 @@ void Communicator::prepare_links(uint64_t epoch, const proto::RingMember& self, 
         bool do_left = (k == 0) == left_first;
         failed_peer = do_left ? left : right;
         if (do_left) {
-          left_pool = left_peer->pool(self, deadline, *cancel);
+          left_pool = left_peer->pool(self, deadline, *cancel, allow_upgrade);
         } else if (right != left) {
-          right_pool = right_peer->pool(self, deadline, *cancel);
+          right_pool = right_peer->pool(self, deadline, *cancel, allow_upgrade);
         }
       }
+      allow_upgrade = false;  // a retry must not replace a pool the other side is done with
       if (right == left) right_pool = left_pool;
       held = {left_pool};
       if (right_pool != left_pool) held.push_back(right_pool);
-      failed_peer.clear();
-      resync.run(held, deadline, *cancel, &failed_peer);
+      resync.run(held, deadline, *cancel);
+      for (const auto& p : held) {
+        // A pool may have been replaced (closed) after its streams were through here.
+        if (p->broken()) throw IoError("the pool to " + p->peer + " was replaced during the resynchronisation");
+      }
       auto set = std::make_shared<LinkSet>(LinkSet{epoch, left, right, right_pool->links, left_pool->links});
-      loop_.post([this, epoch, set] {
+      loop_.post([this, epoch, set, prep] {
+        for (const auto& links : {set->to_right, set->from_left}) {
+          for (const auto& l : links) {
+            if (l->broken()) {  // replaced meanwhile (see on_pool_replaced): once more
+              data_plane_->enqueue_task([this, prep] { prepare_links(prep, false); });
+              return;
+            }
+          }
+        }
         {
           std::lock_guard<std::mutex> lock(mutex_);
           if (epoch_ != epoch) return;
@@ -132,17 +165,16 @@ void Communicator::prepare_links(uint64_t epoch, const proto::RingMember& self, 
       log_.debug("links of epoch ", epoch, ": ", e.what(), "; retrying");
       if (Clock::now() >= deadline) reason = e.what();
       std::this_thread::sleep_for(Millis(50));
-    } catch (const TimeoutError& e) {
+    } catch (const ResyncTimeout& e) {
       // The other side never answered on these links: they may be dead without a reset
-      // (a NAT mapping gone, a relay host lost). Do not trust them next epoch.
-      for (auto& p : held) {
-        if (p) p->shutdown();
-      }
+      // (a NAT mapping gone, a relay host lost). Do not trust them next epoch; the pools
+      // that got through are kept.
+      for (const auto& p : e.stuck) p->shutdown();
+      if (!e.stuck.empty()) failed_peer = e.stuck.front()->peer;
       reason = e.what();
     } catch (const Error& e) {
       reason = e.what();
     }
-    if (failed_peer.empty()) failed_peer = right;
   }
   loop_.post([this, epoch, failed_peer, reason] {
     log_.warn("links of epoch ", epoch, " failed: ", reason);

@@ -127,8 +127,7 @@ void pump(Stream& s, TimePoint now) {
 Resync::Resync(uint64_t epoch) : epoch_(epoch) {}
 Resync::~Resync() = default;
 
-void Resync::run(const std::vector<std::shared_ptr<Pool>>& pools, TimePoint deadline, const net::Cancel& cancel,
-                 std::string* stuck_peer) {
+void Resync::run(const std::vector<std::shared_ptr<Pool>>& pools, TimePoint deadline, const net::Cancel& cancel) {
   std::vector<Stream*> streams;
   for (const auto& p : pools) {
     for (size_t i = 0; i < p->links.size(); ++i) {
@@ -152,16 +151,19 @@ void Resync::run(const std::vector<std::shared_ptr<Pool>>& pools, TimePoint dead
       pump(*s, now);
       if (s->finished()) continue;
       interests.push_back({s->link, s->sending(), !s->peer_done});
-      if (!s->seen_peer) wake_by = std::min(wake_by, s->last_mark + kMarkRepeat);
+      // Repeat the MARK on time, but not while the last one is still stuck in a full send
+      // buffer (that wake-up time has passed: it would make this loop spin).
+      if (!s->seen_peer && !s->sending()) wake_by = std::min(wake_by, s->last_mark + kMarkRepeat);
     }
     if (interests.empty()) return;
     try {
       net::wait_links(interests, deadline, wake_by, &cancel, "link resynchronisation");
     } catch (const TimeoutError&) {
+      std::vector<std::shared_ptr<Pool>> stuck;
       for (Stream* s : streams) {
-        if (!s->finished() && stuck_peer && stuck_peer->empty()) *stuck_peer = s->pool->peer;
+        if (!s->finished() && std::find(stuck.begin(), stuck.end(), s->pool) == stuck.end()) stuck.push_back(s->pool);
       }
-      throw TimeoutError("link resynchronisation timed out: " + describe(streams));
+      throw ResyncTimeout("link resynchronisation timed out: " + describe(streams), std::move(stuck));
     }
   }
 }

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/errors.h"
 #include "net/cancel.h"
 #include "peer/remote_peer.h"
 
@@ -32,6 +33,14 @@ namespace pcomm::peer {
 
 // How often MARK is repeated until the other side answers.
 inline constexpr Millis kMarkRepeat{20};
+
+// The resynchronisation timed out; stuck: the pools whose streams were not through.
+class ResyncTimeout : public TimeoutError {
+ public:
+  ResyncTimeout(const std::string& what, std::vector<std::shared_ptr<Pool>> stuck_pools)
+      : TimeoutError(what), stuck(std::move(stuck_pools)) {}
+  std::vector<std::shared_ptr<Pool>> stuck;
+};
 
 // One epoch's re-synchronisation. It remembers each link's progress across attempts:
 // when one pool breaks mid-way and is replaced, the links of the other pools must not
@@ -45,10 +54,9 @@ class Resync {
   Resync(const Resync&) = delete;
   Resync& operator=(const Resync&) = delete;
   // Runs until every link of these pools is through. Throws IoError (and marks the link
-  // broken) when a link fails, TimeoutError naming the unfinished links at the deadline
-  // (stuck_peer: the first of their peers), Aborted when cancel fired.
-  void run(const std::vector<std::shared_ptr<Pool>>& pools, TimePoint deadline, const net::Cancel& cancel,
-           std::string* stuck_peer);
+  // broken) when a link fails, ResyncTimeout naming the unfinished links at the
+  // deadline, Aborted when cancel fired.
+  void run(const std::vector<std::shared_ptr<Pool>>& pools, TimePoint deadline, const net::Cancel& cancel);
 
  private:
   uint64_t epoch_;

@@ -91,7 +91,6 @@ void RemotePeer::close() {
 
 void RemotePeer::adopt(std::shared_ptr<Pool> pool) {
   if (current_ && current_ != pool) current_->shutdown();
-  if (pool->kind == net::LinkKind::kPunched) punched_before_ = true;
   current_ = std::move(pool);
   env_.log->info("link to ", id_, ": ", net::link_kind_name(current_->kind), " via ",
                 current_->links.front()->remote(), " (", current_->links.size(), " connection",
@@ -99,7 +98,8 @@ void RemotePeer::adopt(std::shared_ptr<Pool> pool) {
   cv_.notify_all();
 }
 
-std::shared_ptr<Pool> RemotePeer::pool(const proto::RingMember& self, TimePoint deadline, const net::Cancel& cancel) {
+std::shared_ptr<Pool> RemotePeer::pool(const proto::RingMember& self, TimePoint deadline, const net::Cancel& cancel,
+                                       bool allow_upgrade) {
   proto::RingMember remote;
   std::shared_ptr<Pool> working;
   bool try_upgrade = false;
@@ -127,7 +127,7 @@ std::shared_ptr<Pool> RemotePeer::pool(const proto::RingMember& self, TimePoint 
   }
   if (working) {
     std::lock_guard<std::mutex> lock(mutex_);
-    try_upgrade = working->kind == net::LinkKind::kRelayed && choice.punchable &&
+    try_upgrade = allow_upgrade && working->kind == net::LinkKind::kRelayed && choice.punchable &&
                   Clock::now() - last_upgrade_try_ >= kUpgradeInterval;
     if (try_upgrade) last_upgrade_try_ = Clock::now();
   }
@@ -143,6 +143,8 @@ std::shared_ptr<Pool> RemotePeer::pool(const proto::RingMember& self, TimePoint 
       }
       adopt(punched);
       return punched;
+    } catch (const Aborted&) {
+      throw;
     } catch (const Error& e) {
       env_.log->debug("upgrade of the relayed path to ", id_, " failed: ", e.what());
       return working;
@@ -179,16 +181,16 @@ std::shared_ptr<Pool> RemotePeer::establish(const proto::RingMember& self, const
     }
   }
   if (cancel.fired()) throw Aborted(cancel.reason());
-  if (choice.punchable) {
-    bool replacing;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      replacing = punched_before_;
-    }
-    for (int attempt = 1; attempt <= kPunchAttempts && Clock::now() < deadline; ++attempt) {
+  bool backing_off;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    backing_off = punch_failed_at_ != TimePoint{} && Clock::now() - punch_failed_at_ < kPunchBackoff;
+  }
+  if (choice.punchable && !backing_off) {
+    TimePoint punch_until = Clock::now() + std::chrono::duration_cast<Duration>((deadline - Clock::now()) * kPunchShare);
+    for (int attempt = 1; attempt <= kPunchAttempts && Clock::now() < punch_until; ++attempt) {
       try {
-        bool fresh = replacing || attempt > 1;
-        return try_punch(self, fresh, std::min(deadline, Clock::now() + kPunchRequestTimeout), cancel);
+        return try_punch(self, attempt > 1, std::min(punch_until, Clock::now() + kPunchRequestTimeout), cancel);
       } catch (const Aborted&) {
         throw;
       } catch (const Error& e) {
@@ -196,6 +198,8 @@ std::shared_ptr<Pool> RemotePeer::establish(const proto::RingMember& self, const
         env_.log->debug("link to ", id_, ": ", why);
       }
     }
+    std::lock_guard<std::mutex> lock(mutex_);
+    punch_failed_at_ = Clock::now();  // the next pools go to a relay for a while
   }
   try {
     auto links = env_.agent->request(id_, proto::PathKind::kRelay, proto::PathPurpose::kPool, env_.connections,
@@ -209,9 +213,17 @@ std::shared_ptr<Pool> RemotePeer::establish(const proto::RingMember& self, const
 
 std::shared_ptr<Pool> RemotePeer::try_punch(const proto::RingMember& self, bool fresh_port, TimePoint deadline,
                                             const net::Cancel& cancel) {
+  {
+    // The shared port's 4-tuple to this peer may linger (TIME_WAIT, a half-open
+    // attempt) after any punch from it: every later punch uses a fresh port.
+    std::lock_guard<std::mutex> lock(mutex_);
+    fresh_port = fresh_port || punched_before_;
+    punched_before_ = true;
+  }
   auto links = env_.agent->request(id_, proto::PathKind::kPunch, proto::PathPurpose::kPool, 1, deadline, &cancel,
                                    fresh_port);
-  return handshake(self.peer_id, std::move(links), net::LinkKind::kPunched, deadline, &cancel);
+  return handshake(self.peer_id, std::move(links), net::LinkKind::kPunched, Clock::now() + kHandshakeTimeout,
+                   &cancel);
 }
 
 std::shared_ptr<Pool> RemotePeer::handshake(const std::string& self_id, std::vector<std::shared_ptr<net::Link>> links,
@@ -325,7 +337,12 @@ void RemotePeer::offer(uint64_t pool, uint32_t index, uint32_t count, std::share
   auto complete = std::make_shared<Pool>(std::move(p));
   partial_.erase(it);
   partial_since_.erase(pool);
+  bool replacing = current_ != nullptr;
   adopt(std::move(complete));
+  if (replacing && env_.replaced) {
+    // Called under mutex_: the callback only queues work (Communicator::on_pool_replaced).
+    env_.replaced(id_);
+  }
 }
 
 bool RemotePeer::sweep(TimePoint cutoff) {

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -57,6 +58,13 @@ inline constexpr int kPunchAttempts = 3;
 inline constexpr Millis kPunchRequestTimeout{4000};
 // How often a relayed path tries to become a punched one (at an epoch boundary).
 inline constexpr std::chrono::seconds kUpgradeInterval{60};
+// After every punch attempt to a peer failed, go straight to a relay for this long.
+inline constexpr std::chrono::seconds kPunchBackoff{60};
+// The punch phase may use at most this share of the time left, so the relay fallback
+// always has its turn within the epoch's link set-up.
+inline constexpr double kPunchShare = 0.6;
+// A handshake (LinkHello, LinkAck) after the path opened gets its own budget.
+inline constexpr Millis kHandshakeTimeout{2000};
 // Pools being received from a driver and not complete yet, per remote peer.
 inline constexpr size_t kMaxPartialPools = 4;
 
@@ -91,6 +99,8 @@ struct PathEnv {
   uint32_t connections = 1;
   PathAgent* agent = nullptr;
   const Logger* log = nullptr;
+  // Told (loop thread, may not block) when a follower's pool was replaced by a newer one.
+  std::function<void(const std::string& peer)> replaced;
 };
 
 class RemotePeer {
@@ -103,7 +113,10 @@ class RemotePeer {
   bool self_drives(const proto::RingMember& self) const;
   // The pool to use now: the working one, or a new one (driver) / the driver's next one
   // (follower). Blocking; any thread but the loop's.
-  std::shared_ptr<Pool> pool(const proto::RingMember& self, TimePoint deadline, const net::Cancel& cancel);
+  // allow_upgrade: a working relayed pool may try a punch now (once per epoch: a retry
+  // within the epoch must not replace a pool the other side has finished with).
+  std::shared_ptr<Pool> pool(const proto::RingMember& self, TimePoint deadline, const net::Cancel& cancel,
+                             bool allow_upgrade = true);
   // A new stream to this peer for a state fetch; this side speaks first on it.
   std::shared_ptr<net::Link> open_stream(const proto::RingMember& self, TimePoint deadline,
                                          const net::Cancel* cancel);
@@ -141,7 +154,8 @@ class RemotePeer {
   std::map<uint64_t, TimePoint> partial_since_;
   TimePoint created_ = Clock::now();
   TimePoint last_upgrade_try_{};
-  bool punched_before_ = false;  // a punched pool existed: punch replacements from a fresh port
+  bool punched_before_ = false;  // the shared port punched to this peer: later punches use a fresh one
+  TimePoint punch_failed_at_{};  // every attempt failed then (kPunchBackoff)
   bool closed_ = false;
 };
 
