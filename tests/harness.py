@@ -248,6 +248,32 @@ def connect_all(peers: list[PeerProcess], timeout: float = 30) -> None:
         admit(peers[:i], peers[i], timeout)
 
 
+def all_reduce_is_exact(peers: list[PeerProcess], count: int, indices: list[int] | None = None,
+                        timeout: float = 60) -> list[dict]:
+    """Every peer all-reduces make_input(float32, count, its index); each must succeed
+    with exactly the sum of those inputs, bit for bit, over a world of all of them."""
+    from allreduce_expect import expected
+
+    indices = indices if indices is not None else list(range(len(peers)))
+    for p, i in zip(peers, indices):
+        p.send("all_reduce", dtype="float32", count=count, index=i, timeout=timeout)
+    replies = [p.reply(2 * timeout) for p in peers]
+    assert all(r["ok"] for r in replies), replies
+    want = digest(expected("float32", "sum", count, len(indices), indices=indices))
+    assert [r["result"]["after"] for r in replies] == [want] * len(peers)
+    assert [r["result"]["world_size"] for r in replies] == [len(peers)] * len(peers)
+    return replies
+
+
+def sync_all(peers: list[PeerProcess], timeout: float = 60) -> list[dict]:
+    """sync_shared_state on every peer at once; each must succeed. Returns the results."""
+    for p in peers:
+        p.send("state_sync", timeout=timeout)
+    replies = [p.reply(1.5 * timeout) for p in peers]
+    assert all(r["ok"] for r in replies), replies
+    return [r["result"] for r in replies]
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.005):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

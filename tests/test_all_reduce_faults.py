@@ -8,7 +8,7 @@ import time
 import pcomm
 import pytest
 from allreduce_expect import expected
-from harness import connect_all, digest, make_input, wait_for
+from harness import all_reduce_is_exact, connect_all, digest, make_input, wait_for
 
 BIG = 32 * 2**20  # float32 elements (128 MiB): the ring takes far longer than the set-up
 
@@ -38,13 +38,7 @@ def assert_input_intact(reply, index):
 
 
 def retry_is_exact(peers, indices):
-    for p, i in zip(peers, indices):
-        p.send("all_reduce", dtype="float32", count=BIG, index=i, timeout=60)
-    replies = [p.reply(120) for p in peers]
-    assert all(r["ok"] for r in replies), replies
-    want = digest(expected("float32", "sum", BIG, len(indices), indices=indices))
-    assert [r["result"]["after"] for r in replies] == [want] * len(peers)
-    assert [r["result"]["world_size"] for r in replies] == [len(peers)] * len(peers)
+    all_reduce_is_exact(peers, BIG, indices)
 
 
 def test_sigkill_mid_all_reduce(coordinator, spawn):

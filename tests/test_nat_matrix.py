@@ -10,12 +10,11 @@ closes only that connection. One network for the whole module (see tests/nat.py)
 
 import socket
 import struct
-import time
 
 import pcomm
 import pytest
 from allreduce_expect import expected
-from harness import PeerProcess, RelayProcess, admit, connect_all, digest
+from harness import PeerProcess, RelayProcess, admit, all_reduce_is_exact, connect_all, digest, sync_all
 from nat import PUBLIC_GATEWAY, Internet, available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
@@ -68,13 +67,7 @@ def run(net):
 
 
 def all_reduce_exact(peers, indices=None):
-    indices = indices or list(range(len(peers)))
-    for i, p in zip(indices, peers):
-        p.send("all_reduce", dtype="float32", count=COUNT, index=i, timeout=30)
-    replies = [p.reply(60) for p in peers]
-    assert all(r["ok"] for r in replies), replies
-    want = digest(expected("float32", "sum", COUNT, len(peers), indices=indices))
-    assert [r["result"]["after"] for r in replies] == [want] * len(peers)
+    all_reduce_is_exact(peers, COUNT, indices, timeout=30)
 
 
 def check_kinds(net, peers):
@@ -120,11 +113,8 @@ def test_late_joiner_behind_nat_catches_up_from_peers_behind_nats(net, run):
     joiner.ok("state_make", tensors={"w": 300_000, "m": 5_000}, zero=True, revision=0)
     admit(members, joiner)
     everyone = members + [joiner]
-    for p in everyone:
-        p.send("state_sync", timeout=30)
-    replies = [p.reply(60) for p in everyone]
-    assert all(r["ok"] for r in replies), replies
-    assert [r["result"]["received"] for r in replies] == [0, 0, 2]
+    results = sync_all(everyone, timeout=30)
+    assert [r["received"] for r in results] == [0, 0, 2]
     digests = [p.ok("state_digest") for p in everyone]
     assert digests[0] == digests[1] == digests[2] and digests[2]["revision"] == 9
     all_reduce_exact(everyone)

@@ -7,7 +7,7 @@ import time
 import pcomm
 import pytest
 from allreduce_expect import expected
-from harness import PeerProcess, connect_all, digest, wait_for
+from harness import PeerProcess, connect_all, digest, sync_all, wait_for
 from netns import Namespaces, available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
@@ -65,10 +65,7 @@ def test_shared_state_across_hosts(hosts):
     for p in peers:
         p.ok("state_make", tensors={"w": 1_000_000}, seed=3, revision=4)
     peers[0].ok("state_flip", name="w", byte=999)
-    for p in peers:
-        p.send("state_sync", timeout=60)
-    replies = [p.reply(90) for p in peers]
-    assert all(r["ok"] for r in replies), replies
-    assert [r["result"]["received"] for r in replies] == [1, 0, 0]
+    results = sync_all(peers)
+    assert [r["received"] for r in results] == [1, 0, 0]
     states = [p.ok("state_digest") for p in peers]
     assert states[0] == states[1] == states[2]
