@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "core/errors.h"
+#include "net/cancel.h"
 
 namespace pcomm::net {
 
@@ -109,10 +110,18 @@ Socket Socket::connect_start_from(uint16_t local_port, const sockaddr_in& addr) 
   return s;
 }
 
-Socket Socket::connect_blocking(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port) {
+Socket Socket::connect_blocking(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port,
+                                const Cancel* cancel) {
   Socket s = local_port ? connect_start_from(local_port, addr) : connect_start(addr);
-  if (!wait_fd(s.fd(), POLLOUT, deadline.remaining())) {
-    throw TimeoutError("connect to " + format_sockaddr(addr) + " timed out");
+  for (;;) {
+    pollfd fds[2] = {{s.fd(), POLLOUT, 0}, {cancel ? cancel->fd() : -1, POLLIN, 0}};
+    auto left = deadline.remaining();
+    int ms = static_cast<int>(std::chrono::ceil<Millis>(left).count());
+    int rc = ::poll(fds, 2, ms);
+    if (cancel && cancel->fired()) throw Aborted(cancel->reason());
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc == 0 || (rc < 0 && deadline.expired())) throw TimeoutError("connect to " + format_sockaddr(addr) + " timed out");
+    break;
   }
   std::string err = s.finish_connect();
   if (!err.empty()) throw IoError("connect to " + format_sockaddr(addr) + " failed: " + err);
@@ -168,52 +177,6 @@ sockaddr_in Socket::remote_address() const {
 void Socket::set_nodelay() const {
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-bool wait_fd(int fd, short events, Duration timeout) {
-  pollfd p{fd, events, 0};
-  for (;;) {
-    int ms = static_cast<int>(to_millis(timeout + Millis(1) - Duration(1)));
-    int rc = ::poll(&p, 1, ms < 0 ? 0 : ms);
-    if (rc > 0) return true;
-    if (rc == 0) return false;
-    if (errno != EINTR) return true;  // let the following I/O call report the error
-  }
-}
-
-void Socket::send_all(const void* data, size_t size, const Deadline& deadline) const {
-  auto* p = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t n = ::send(fd_, p, size, MSG_NOSIGNAL);
-    if (n > 0) {
-      p += n;
-      size -= static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      if (!wait_fd(fd_, POLLOUT, deadline.remaining())) throw TimeoutError("send timed out");
-      continue;
-    }
-    throw IoError("send failed: " + errno_text(errno));
-  }
-}
-
-void Socket::recv_all(void* data, size_t size, const Deadline& deadline) const {
-  auto* p = static_cast<char*>(data);
-  while (size > 0) {
-    ssize_t n = ::recv(fd_, p, size, 0);
-    if (n > 0) {
-      p += n;
-      size -= static_cast<size_t>(n);
-      continue;
-    }
-    if (n == 0) throw IoError("connection closed by the remote end");
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-      if (!wait_fd(fd_, POLLIN, deadline.remaining())) throw TimeoutError("receive timed out");
-      continue;
-    }
-    throw IoError("receive failed: " + errno_text(errno));
-  }
 }
 
 }  // namespace pcomm::net

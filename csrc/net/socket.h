@@ -1,6 +1,6 @@
 // Socket: an owned, move-only TCP file descriptor with the few operations pcomm needs.
-// All sockets are created non-blocking; blocking-style helpers wait with poll() and a
-// Deadline, so no socket call can hang past its deadline.
+// All sockets are created non-blocking; the blocking connect waits with poll() and a
+// Deadline, so it cannot hang past it. Byte transfers go through a Link (link.h).
 #pragma once
 
 #include <netinet/in.h>
@@ -12,6 +12,8 @@
 #include "net/address.h"
 
 namespace pcomm::net {
+
+class Cancel;
 
 class Socket {
  public:
@@ -41,8 +43,10 @@ class Socket {
   // connect_start from a given local port (SO_REUSEADDR + SO_REUSEPORT), so the NAT
   // mapping of that port is the one used. A 4-tuple already in use fails with IoError.
   static Socket connect_start_from(uint16_t local_port, const sockaddr_in& addr);
-  // Blocking connect bounded by the deadline; throws IoError or TimeoutError.
-  static Socket connect_blocking(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port = 0);
+  // Blocking connect bounded by the deadline; throws IoError or TimeoutError, and
+  // Aborted when cancel (may be null) fires meanwhile.
+  static Socket connect_blocking(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port = 0,
+                                 const Cancel* cancel = nullptr);
   // After writability on a connect_start socket: empty string on success, else the error.
   std::string finish_connect() const;
   // Accepts one pending connection (non-blocking); invalid Socket when none is pending.
@@ -52,17 +56,11 @@ class Socket {
   sockaddr_in remote_address() const;
   void set_nodelay() const;
 
-  // Blocking-style full transfers bounded by the deadline. Throw IoError when the peer
-  // closes or errors and TimeoutError when the deadline passes.
-  void send_all(const void* data, size_t size, const Deadline& deadline) const;
-  void recv_all(void* data, size_t size, const Deadline& deadline) const;
 
  private:
   int fd_ = -1;
 };
 
-// Waits until fd is readable (events=POLLIN) or writable (POLLOUT); false on timeout.
-bool wait_fd(int fd, short events, Duration timeout);
 
 std::string errno_text(int err);
 

@@ -255,7 +255,7 @@ void PathAgent::on_path_failed(const proto::PathFailed& m) { deliver(m.intent, t
 std::shared_ptr<net::Link> join_relay(const std::string& relay, const std::string& token, TimePoint deadline,
                                       const net::Cancel* cancel) {
   auto addr = net::resolve(net::parse_host_port(relay, false));
-  auto sock = net::Socket::connect_blocking(addr, Deadline(deadline - Clock::now()));
+  auto sock = net::Socket::connect_blocking(addr, Deadline(deadline - Clock::now()), 0, cancel);
   auto link = std::make_shared<net::RelayedLink>(std::move(sock), relay);
   net::send_frame(*link, static_cast<uint16_t>(proto::MsgType::kRelayJoin), proto::encode_fields(proto::RelayJoin{token}),
                   deadline, cancel);

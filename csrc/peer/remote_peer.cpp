@@ -169,7 +169,7 @@ std::shared_ptr<Pool> RemotePeer::establish(const proto::RingMember& self, const
       std::vector<std::shared_ptr<net::Link>> links;
       for (uint32_t i = 0; i < env_.connections; ++i) {
         auto until = std::min(deadline, Clock::now() + kDirectDialTimeout);
-        auto s = net::Socket::connect_blocking(addr, Deadline(until - Clock::now()));
+        auto s = net::Socket::connect_blocking(addr, Deadline(until - Clock::now()), 0, &cancel);
         links.push_back(std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect));
       }
       return handshake(self.peer_id, std::move(links), net::LinkKind::kDirect, deadline, &cancel);
@@ -271,8 +271,10 @@ std::shared_ptr<net::Link> RemotePeer::open_stream(const proto::RingMember& self
     try {
       auto until = std::min(deadline, Clock::now() + kDirectDialTimeout);
       auto s = net::Socket::connect_blocking(net::resolve(net::parse_host_port(address, false)),
-                                             Deadline(until - Clock::now()));
+                                             Deadline(until - Clock::now()), 0, cancel);
       return std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect);
+    } catch (const Aborted&) {
+      throw;
     } catch (const Error& e) {
       why = "direct to " + address + ": " + e.what();
     }
