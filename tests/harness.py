@@ -265,6 +265,27 @@ def all_reduce_is_exact(peers: list[PeerProcess], count: int, indices: list[int]
     return replies
 
 
+def start_retry_round(peers: dict[int, PeerProcess], count: int, timeout: float = 60) -> None:
+    """Every peer all-reduces make_input(float32, count, its index), retrying at once on
+    PeerLostError/AbortedError as a training loop does (peer_worker's all_reduce_retry)."""
+    for i, p in peers.items():
+        p.send("all_reduce_retry", dtype="float32", count=count, index=i, timeout=timeout)
+
+
+def finish_retry_round(peers: dict[int, PeerProcess], count: int, wait: float = 120) -> int:
+    """The replies of start_retry_round from the peers still running: each must hold exactly
+    the sum of their inputs. Returns how many attempts failed before the retries succeeded."""
+    from allreduce_expect import expected
+
+    replies = {i: p.reply(wait) for i, p in peers.items()}
+    bad = {i: r for i, r in replies.items() if not r["ok"]}
+    assert not bad, bad
+    want = digest(expected("float32", "sum", count, len(peers), indices=sorted(peers)))
+    for i, r in replies.items():
+        assert r["result"]["after"] == want, f"peer {i} has a wrong sum"
+    return sum(len(r["result"]["errors"]) for r in replies.values())
+
+
 def sync_all(peers: list[PeerProcess], timeout: float = 60) -> list[dict]:
     """sync_shared_state on every peer at once; each must succeed. Returns the results."""
     for p in peers:

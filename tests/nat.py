@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from netns import available  # noqa: F401  (re-exported: tests skip with its reason)
+from netns import available, cap_link  # noqa: F401  (available: re-exported; tests skip with its reason)
 
 PUBLIC_GATEWAY = "198.18.0.254"
 
@@ -78,9 +78,8 @@ class Internet:
         sh(*ns, "ip", "addr", "add", f"{address}/24", "dev", dev)
         sh(*ns, "ip", "link", "set", dev, "up")
         if self.rate:  # both directions: this end's egress, and the bridge port's
-            for where, d in ((ns, dev), ([], outside)):
-                sh(*where, "tc", "qdisc", "add", "dev", d, "root", "tbf", "rate", self.rate, "burst", "256kb",
-                   "latency", "50ms")
+            cap_link(ns, dev, self.rate)
+            cap_link([], outside, self.rate)
 
     def __enter__(self) -> "Internet":
         try:

@@ -9,6 +9,12 @@ import shutil
 import subprocess
 
 
+def cap_link(prefix: list[str], dev: str, rate: str) -> None:
+    """Caps dev's egress with tbf (prefix: the command that enters its namespace)."""
+    subprocess.run([*prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", "256kb",
+                    "latency", "50ms"], check=True, capture_output=True)
+
+
 def available() -> str | None:
     """None if namespaces can be made here, else the reason they cannot."""
     if os.geteuid() != 0:
@@ -51,9 +57,8 @@ class Namespaces:
                 self.sh(*self.prefix(i), "ip", "link", "set", peer, "up")
                 self.sh(*self.prefix(i), "ip", "link", "set", "lo", "up")
                 if self.rate:  # both directions: the peer's egress, and the bridge port's
-                    for dev, where in ((peer, self.prefix(i)), (host, [])):
-                        self.sh(*where, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", self.rate,
-                                "burst", "256kb", "latency", "50ms")
+                    cap_link(self.prefix(i), peer, self.rate)
+                    cap_link([], host, self.rate)
         except BaseException:
             self.__exit__(None, None, None)
             raise

@@ -242,7 +242,6 @@ void Coordinator::on_hello(uint64_t conn_id, const proto::Hello& hello) {
     hp.host = observed.host;
   }
   auto obs = std::make_shared<Observation>();
-  obs->hello = hello;
   obs->data_address = hp.str();
   do {
     obs->nonce = rng_();

@@ -69,7 +69,6 @@ class Coordinator {
  private:
   // A peer between its Hello and its Welcome: what the NAT observation found so far.
   struct Observation {
-    proto::Hello hello;
     std::string data_address;
     uint64_t nonce = 0;
     bool probed = false, dialed = false;

@@ -19,8 +19,6 @@ void RelayRegistry::add(const std::string& address) {
   log_.info("relay ", address, " known");
 }
 
-std::vector<std::string> RelayRegistry::addresses() const { return order_; }
-
 void RelayRegistry::register_tokens(const std::vector<std::string>& tokens, const std::string& peer_a,
                                     const std::string& peer_b, Done done) {
   auto p = std::make_shared<Pending>();

@@ -36,7 +36,6 @@ class RelayRegistry {
 
   RelayRegistry(net::EventLoop& loop, const Logger& log) : loop_(loop), log_(log) {}
   void add(const std::string& address);  // known already: no-op
-  std::vector<std::string> addresses() const;
   // Registers the tokens for the pair at the first relay that confirms (live relays
   // first, in order), then calls done.
   void register_tokens(const std::vector<std::string>& tokens, const std::string& peer_a, const std::string& peer_b,
