@@ -8,13 +8,16 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
-# System packages: a C++ compiler for the core (and for py-libp2p's C dependencies); iproute2 and iptables for the tests that
+# System packages: a C++ compiler for the core, OpenSSL and clang (below) (and for py-libp2p's C dependencies); iproute2 and iptables for the tests that
 # build network namespaces; python3-venv where the interpreter is Debian's own.
 need=()
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 "$PYTHON" -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# OpenSSL headers: TLS on every connection of the core. clang: the libFuzzer targets (fuzz/).
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v clang++ >/dev/null 2>&1 || need+=(clang)
 # GMP headers: py-libp2p's fastecdsa dependency compiles from source against them.
 compgen -G "/usr/include/gmp.h" >/dev/null || compgen -G "/usr/include/*/gmp.h" >/dev/null || need+=(libgmp-dev)
 if [ ${#need[@]} -gt 0 ]; then

@@ -11,6 +11,8 @@ runs the coordinator and relays. Hosts are of three kinds:
 
 Routers drop unsolicited inbound traffic (only conntrack's ESTABLISHED/RELATED passes).
 Addresses come from 198.18.0.0/15 only. Everything is deleted on exit, also on failure.
+While it exists, $PCOMM_SECRET_FILE names a run secret (netns.RunSecret): the runs in it
+listen off loopback, so they are authenticated and encrypted like real ones.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from netns import available, cap_link  # noqa: F401  (available: re-exported; tests skip with its reason)
+from netns import RunSecret, available, cap_link  # noqa: F401  (available: re-exported; tests skip with its reason)
 
 PUBLIC_GATEWAY = "198.18.0.254"
 
@@ -82,6 +84,7 @@ class Internet:
             cap_link([], outside, self.rate)
 
     def __enter__(self) -> "Internet":
+        self._secret = RunSecret().__enter__()
         try:
             sh("ip", "link", "add", self.bridge, "type", "bridge")
             sh("ip", "addr", "add", f"{PUBLIC_GATEWAY}/24", "dev", self.bridge)
@@ -119,6 +122,7 @@ class Internet:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._secret.__exit__(None, None, None)
         for link in self._links:
             subprocess.run(["ip", "link", "del", link], capture_output=True)
         for name in reversed(self._made):

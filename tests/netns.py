@@ -5,14 +5,37 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
+import tempfile
 
 
 def cap_link(prefix: list[str], dev: str, rate: str) -> None:
     """Caps dev's egress with tbf (prefix: the command that enters its namespace)."""
     subprocess.run([*prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", "256kb",
                     "latency", "50ms"], check=True, capture_output=True)
+
+
+class RunSecret:
+    """A run secret in a temporary file, named by $PCOMM_SECRET_FILE while entered: the
+    coordinators, relays and peers started meanwhile (here or as child processes) hold
+    it, as every run that listens off loopback must. Nested use keeps the outer one."""
+
+    def __enter__(self) -> "RunSecret":
+        self._before = os.environ.get("PCOMM_SECRET_FILE")
+        self._path = None
+        if self._before is None:
+            fd, self._path = tempfile.mkstemp(prefix="pcomm-secret-")
+            os.write(fd, secrets.token_hex(32).encode())
+            os.close(fd)
+            os.environ["PCOMM_SECRET_FILE"] = self._path
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._path is not None:
+            os.environ.pop("PCOMM_SECRET_FILE", None)
+            os.unlink(self._path)
 
 
 def available() -> str | None:

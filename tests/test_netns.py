@@ -8,7 +8,7 @@ import pcomm
 import pytest
 from allreduce_expect import expected
 from harness import PeerProcess, connect_all, digest, sync_all, wait_for
-from netns import Namespaces, available
+from netns import Namespaces, RunSecret, available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 
@@ -17,7 +17,7 @@ BIG = 8 * 2**20
 
 @pytest.fixture
 def hosts():
-    with Namespaces(3) as ns:
+    with Namespaces(3) as ns, RunSecret():
         with pcomm.Coordinator(listen="198.18.0.254:0", heartbeat_timeout=2.0) as coord:
             peers = [PeerProcess(coord.address, prefix=ns.prefix(i), timeout=30) for i in range(3)]
             try:

@@ -12,4 +12,5 @@ PYBIND11_MODULE(_pcomm, m) {
   pcomm::bindings::register_collectives(m);
   pcomm::bindings::register_peer(m);
   pcomm::bindings::register_relay(m);
+  pcomm::bindings::register_security(m);
 }

@@ -11,5 +11,6 @@ void register_coord(pybind11::module_& m);
 void register_collectives(pybind11::module_& m);
 void register_peer(pybind11::module_& m);
 void register_relay(pybind11::module_& m);
+void register_security(pybind11::module_& m);
 
 }  // namespace pcomm::bindings

@@ -75,15 +75,18 @@ py::list to_python(const coord::Actions& actions) {
 void register_coord(py::module_& m) {
   py::class_<coord::Coordinator>(m, "Coordinator")
       .def(py::init([](const std::string& listen, const std::string& run, double heartbeat_timeout,
-                       const std::vector<std::string>& relays) {
+                       const std::vector<std::string>& relays, const py::bytes& secret, bool insecure) {
              coord::CoordinatorOptions o;
+             o.secret = std::string(secret);
+             o.insecure = insecure;
              o.listen = listen;
              o.run = run;
              o.heartbeat_timeout = seconds_to_duration(heartbeat_timeout);
              o.relays = relays;
              return std::make_unique<coord::Coordinator>(o);
            }),
-           py::arg("listen"), py::arg("run"), py::arg("heartbeat_timeout"), py::arg("relays"))
+           py::arg("listen"), py::arg("run"), py::arg("heartbeat_timeout"), py::arg("relays"),
+           py::arg("secret"), py::arg("insecure"))
       .def("add_relay", &coord::Coordinator::add_relay, py::arg("address"))
       .def_property_readonly("relays", &coord::Coordinator::relays)
       .def("start", &coord::Coordinator::start)

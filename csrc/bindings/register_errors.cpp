@@ -30,6 +30,8 @@ void register_errors(py::module_&) {
       raise_as("ProtocolError", e.what());
     } catch (const InvalidArgument& e) {
       raise_as("InvalidArgumentError", e.what());
+    } catch (const AuthenticationError& e) {
+      raise_as("AuthenticationError", e.what());
     } catch (const Aborted& e) {
       raise_as("AbortedError", e.what());
     } catch (const IoError& e) {

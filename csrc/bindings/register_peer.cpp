@@ -35,8 +35,9 @@ void interruptible(F&& call) {
 void register_peer(py::module_& m) {
   py::class_<peer::Communicator>(m, "Communicator")
       .def(py::init([](const std::string& coordinator, const std::string& run, uint32_t connections_per_peer,
-                       double timeout, const std::string& data_listen) {
+                       double timeout, const std::string& data_listen, const py::bytes& secret) {
              peer::CommunicatorOptions o;
+             o.secret = std::string(secret);
              o.coordinator = coordinator;
              o.run = run;
              o.connections_per_peer = connections_per_peer;
@@ -52,7 +53,7 @@ void register_peer(py::module_& m) {
              return c;
            }),
            py::arg("coordinator"), py::arg("run"), py::arg("connections_per_peer"), py::arg("timeout"),
-           py::arg("data_listen"))
+           py::arg("data_listen"), py::arg("secret"))
       // Blocking calls wait on the network and the loop thread: release the GIL so other
       // Python threads (and other communicators in this process) keep running.
       .def("connect", [](peer::Communicator& c, double timeout) {

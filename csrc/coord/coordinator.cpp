@@ -5,12 +5,17 @@
 
 #include <netinet/in.h>
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstdio>
 
 #include "core/dtype.h"
 #include "core/errors.h"
 #include "net/address.h"
+#include "net/tcp_link.h"
+#include "net/tls_link.h"
+#include "proto/key_messages.h"
 #include "proto/path_messages.h"
 
 namespace pcomm::coord {
@@ -27,7 +32,14 @@ constexpr Millis kDialBackTimeout{700};
 constexpr Millis kProbeTimeout{2000};
 // Probe connections open at once, at most (each lives at most kProbeTimeout).
 constexpr int kMaxProbeConnections = 256;
+// Connections that have not said hello (not authenticated, with a secret): at most this
+// many in total and from one host; their frames are small until the hello is taken.
+constexpr int kMaxStrangers = 256;
+constexpr int kMaxStrangersPerSource = 32;
+constexpr uint32_t kMaxStrangerPayload = 4096;
+
 }  // namespace
+
 
 Coordinator::Coordinator(CoordinatorOptions options)
     : options_(std::move(options)),
@@ -43,8 +55,9 @@ Coordinator::Coordinator(CoordinatorOptions options)
   }
   // Parse now so a malformed address fails at construction.
   net::parse_host_port(options_.listen, /*allow_port_zero=*/true);
+  net::check_secure_listen("coordinator", options_.listen, options_.secret, options_.insecure);
   for (const auto& r : options_.relays) net::parse_host_port(r, false);
-  relays_ = std::make_unique<RelayRegistry>(loop_, log_);
+  relays_ = std::make_unique<RelayRegistry>(loop_, log_, options_.secret);
   paths_ = std::make_unique<PathBroker>(
       log_, [this](const std::string& peer, std::vector<uint8_t> frame) { send_to_peer(peer, std::move(frame)); },
       [this](const std::string& peer) { return membership_.member(peer); }, *relays_);
@@ -141,9 +154,29 @@ void Coordinator::on_accept() {
   for (;;) {
     net::Socket s = listener_.accept_one();
     if (!s.valid()) return;
+    std::string source = net::parse_host_port(net::format_sockaddr(s.remote_address()), false).host;
+    if (strangers_ >= kMaxStrangers || strangers_per_source_[source] >= kMaxStrangersPerSource) {
+      log_.debug("refused a connection from ", source, ": too many connections before hello");
+      continue;  // closed here
+    }
+    ++strangers_;
+    ++strangers_per_source_[source];
     uint64_t id = next_conn_id_++;
-    auto link = net::FramedConnection::create(loop_, std::move(s));
-    conns_[id] = Conn{link, "", Clock::now(), Clock::now(), nullptr};
+    std::shared_ptr<net::Link> raw = std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect);
+    if (!options_.secret.empty()) {
+      auto key = net::derive_key(options_.secret, net::kCoordinatorPsk);
+      raw = net::TlsLink::server(
+          raw,
+          [key](const std::string& identity) {
+            if (identity == net::coordinator_identity()) return net::KeyAnswer::of(key);
+            return net::KeyAnswer::unknown("not a coordinator key");
+          },
+          proto::frame_of(proto::ErrorMsg{proto::ErrorCode::kUnauthenticated,
+                                          "this run needs its secret: give secret= / --secret-file / "
+                                          "PCOMM_SECRET_FILE (the same as the coordinator's)"}));
+    }
+    auto link = net::FramedConnection::create(loop_, raw, kMaxStrangerPayload);
+    conns_[id] = Conn{link, "", Clock::now(), Clock::now(), nullptr, source};
     link->start([this, id](uint16_t type, const uint8_t* p, size_t n) { on_frame(id, type, p, n); },
                 [this, id](const std::string& reason) { on_closed(id, reason); });
     log_.debug("connection ", id, " from ", link->remote());
@@ -235,6 +268,8 @@ void Coordinator::on_hello(uint64_t conn_id, const proto::Hello& hello) {
                                         "', the peer asked for run '" + hello.run + "'");
     return;
   }
+  release_stranger(conn);  // known to the run now: its frames may be large
+  conn.link->set_max_payload(proto::kMaxControlPayload);
   auto hp = net::parse_host_port(hello.data_address, false);
   if (hp.host == "0.0.0.0") {
     // The peer listens on every interface: reach it at the address we see it from.
@@ -344,6 +379,7 @@ void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
       obs->dial_back.close();
     }
   }
+  release_stranger(it->second);
   conns_.erase(it);
   if (peer.empty()) {
     log_.debug("connection ", conn_id, " closed before hello: ", reason);
@@ -354,6 +390,27 @@ void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
     log_.info("peer ", peer, " lost: ", reason);
     apply(membership_.on_lost(peer, Clock::now()));
   }
+}
+
+void Coordinator::release_stranger(Conn& conn) {
+  if (conn.source.empty()) return;
+  auto it = strangers_per_source_.find(conn.source);
+  if (it != strangers_per_source_.end() && --it->second <= 0) strangers_per_source_.erase(it);
+  --strangers_;
+  conn.source.clear();
+  trim_due_ = true;
+}
+
+void Coordinator::send_link_keys(const std::string& peer, const proto::Topology& topology) {
+  proto::LinkKeys keys;
+  keys.epoch = topology.epoch;
+  for (const auto& m : topology.ring) {
+    if (m.peer_id == peer) continue;
+    auto k = net::pair_key(pair_master_, topology.epoch, peer, m.peer_id);
+    keys.peers.push_back(m.peer_id);
+    keys.keys.emplace_back(k.begin(), k.end());
+  }
+  send_to_peer(peer, proto::frame_of_fields(keys));
 }
 
 void Coordinator::send_to_peer(const std::string& peer, std::vector<uint8_t> frame) {
@@ -406,6 +463,7 @@ void Coordinator::execute(const Actions& actions) {
         break;
       }
       case Action::Kind::kTopology:
+        if (!options_.secret.empty()) send_link_keys(a.peer, a.topology);
         send_to_peer(a.peer, proto::frame_of(a.topology));
         break;
       case Action::Kind::kEpochReady:
@@ -484,6 +542,10 @@ void Coordinator::tick() {
   for (auto id : stale) {  // closing erases from conns_, hence the separate pass
     auto it = conns_.find(id);
     if (it != conns_.end()) it->second.link->close("no hello within the heartbeat timeout");
+  }
+  if (trim_due_ && strangers_ == 0) {
+    trim_due_ = false;
+    malloc_trim(0);  // a burst of strangers' buffers goes back to the system, not to our heap
   }
   loop_.run_after(kTickInterval, [this] { tick(); });
 }

@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "net/event_loop.h"
 #include "net/frame_conn.h"
+#include "net/run_keys.h"
 
 namespace pcomm::coord {
 
@@ -35,7 +36,13 @@ struct CoordinatorOptions {
   std::string run = "default";
   Duration heartbeat_timeout = std::chrono::seconds(5);
   std::vector<std::string> relays;  // "host:port" of relays for peers that cannot connect otherwise
+  // The run secret (empty: none). With it every peer connection is TLS with a key derived
+  // from it, and peers get per-pair keys for their data links. Without it the coordinator
+  // listens on loopback only, unless `insecure`.
+  std::string secret;
+  bool insecure = false;
 };
+
 
 class Coordinator {
  public:
@@ -82,6 +89,7 @@ class Coordinator {
     TimePoint opened;
     TimePoint last_sent;
     std::shared_ptr<Observation> observing;  // set between Hello and Welcome
+    std::string source;          // the remote host, while the connection is unauthenticated
   };
 
   void on_accept();
@@ -91,6 +99,10 @@ class Coordinator {
   void on_frame(uint64_t conn_id, uint16_t type, const uint8_t* payload, size_t size);
   void on_hello(uint64_t conn_id, const proto::Hello& hello);
   void on_closed(uint64_t conn_id, const std::string& reason);
+  // An unauthenticated connection leaves the caps (it said hello, or it closed).
+  void release_stranger(Conn& conn);
+  // Runs with a secret: the pair keys of this epoch's ring for one peer.
+  void send_link_keys(const std::string& peer, const proto::Topology& topology);
   // Carries out actions, then lets the two decision makers react to each other until
   // nothing changes (a new epoch aborts collectives; finished collectives unblock
   // admission; an abort asks for a relink).
@@ -124,6 +136,10 @@ class Coordinator {
   std::vector<std::string> relay_list_;  // a copy for other threads
   std::map<std::string, uint64_t> conn_of_peer_;
   uint64_t next_conn_id_ = 1;
+  std::map<std::string, int> strangers_per_source_;  // connections before hello, by host
+  int strangers_ = 0;
+  bool trim_due_ = false;  // strangers left: hand freed memory back to the system
+  net::Key pair_master_ = net::random_key();  // this coordinator's root of the pair keys
   std::mt19937_64 rng_;
   mutable std::mutex snapshot_mutex_;
   Snapshot snapshot_;

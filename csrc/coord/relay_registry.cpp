@@ -1,6 +1,9 @@
 // RelayRegistry; see relay_registry.h.
 #include "coord/relay_registry.h"
 
+#include "net/tcp_link.h"
+#include "net/tls_link.h"
+
 #include <sys/epoll.h>
 
 #include <algorithm>
@@ -90,7 +93,11 @@ void RelayRegistry::connect(Relay& relay) {
       fail_relay(address, err);
       return;
     }
-    r.conn = net::FramedConnection::create(loop_, std::move(s));
+    std::shared_ptr<net::Link> link = std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect);
+    if (!secret_.empty()) {
+      link = net::TlsLink::client(link, net::relay_identity(), net::derive_key(secret_, net::kRelayPsk));
+    }
+    r.conn = net::FramedConnection::create(loop_, link);
     auto conn = r.conn;
     conn->start(
         [this, address](uint16_t type, const uint8_t* payload, size_t size) {

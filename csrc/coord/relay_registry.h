@@ -34,7 +34,10 @@ class RelayRegistry {
   // ok: the relay's address, or empty with a reason.
   using Done = std::function<void(const std::string& relay, const std::string& error)>;
 
-  RelayRegistry(net::EventLoop& loop, const Logger& log) : loop_(loop), log_(log) {}
+  // secret: the run's (empty: none); with it registrations go over TLS keyed by it, and
+  // only relays holding the same secret accept them.
+  RelayRegistry(net::EventLoop& loop, const Logger& log, std::string secret)
+      : loop_(loop), log_(log), secret_(std::move(secret)) {}
   void add(const std::string& address);  // known already: no-op
   // Registers the tokens for the pair at the first relay that confirms (live relays
   // first, in order), then calls done.
@@ -43,6 +46,7 @@ class RelayRegistry {
   void close();
 
  private:
+  std::string secret_;
   struct Pending {
     std::vector<std::string> tokens;
     std::string peer_a, peer_b;

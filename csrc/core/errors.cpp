@@ -11,6 +11,7 @@ void throw_error(ErrorKind kind, const std::string& message) {
     case ErrorKind::kInvalid: throw InvalidArgument(message);
     case ErrorKind::kProtocol: throw ProtocolError(message);
     case ErrorKind::kCoordinatorLost: throw CoordinatorLostError(message);
+    case ErrorKind::kUnauthenticated: throw AuthenticationError(message);
   }
   throw Aborted(message);
 }
@@ -21,6 +22,7 @@ ErrorKind kind_of(const Error& e) {
   if (dynamic_cast<const InvalidArgument*>(&e)) return ErrorKind::kInvalid;
   if (dynamic_cast<const ProtocolError*>(&e)) return ErrorKind::kProtocol;
   if (dynamic_cast<const CoordinatorLostError*>(&e)) return ErrorKind::kCoordinatorLost;
+  if (dynamic_cast<const AuthenticationError*>(&e)) return ErrorKind::kUnauthenticated;
   return ErrorKind::kAborted;
 }
 

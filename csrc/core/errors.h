@@ -20,6 +20,7 @@ enum class ErrorKind : uint8_t {
   kInvalid = 4,
   kProtocol = 5,
   kCoordinatorLost = 7,  // local only: never sent on the wire
+  kUnauthenticated = 8,  // local only: the other side refused this one's credentials
 };
 
 class Error : public std::runtime_error {
@@ -60,6 +61,13 @@ class ProtocolError : public Error {
 
 // The caller passed something unusable; the message says what to fix.
 class InvalidArgument : public Error {
+ public:
+  using Error::Error;
+};
+
+// The other side refused to talk: this side lacks the run's secret (or holds another
+// run's), or a data link's key was not issued to it.
+class AuthenticationError : public Error {
  public:
   using Error::Error;
 };

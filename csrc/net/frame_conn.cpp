@@ -45,7 +45,8 @@ void FramedConnection::on_events(uint32_t events) {
   if (closed_) return;
   if (events & EPOLLOUT) flush();
   if (closed_) return;
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_some();
+  // A TLS link may need to write to read (its handshake): any event may let input on.
+  if (events & (EPOLLIN | EPOLLOUT | EPOLLHUP | EPOLLERR)) read_some();
 }
 
 void FramedConnection::pump() {
@@ -62,9 +63,21 @@ void FramedConnection::read_some() {
       close(in_.empty() ? std::string(e.what()) : std::string(e.what()) + " (in the middle of a frame)");
       return;
     }
-    if (n == 0) return;
+    if (n == 0) break;
     in_.insert(in_.end(), buf, buf + n);
     parse_frames();
+  }
+  if (closed_) return;
+  // Output may wait for the link (a TLS handshake that just completed), and a link that
+  // holds decrypted input raises no fd event for it.
+  if (has_pending_output()) flush();
+  if (closed_) return;
+  update_interest();
+  if (link_->recv_ready()) {
+    std::weak_ptr<FramedConnection> weak = shared_from_this();
+    loop_.post([weak] {
+      if (auto self = weak.lock()) self->pump();
+    });
   }
 }
 
@@ -165,10 +178,14 @@ void FramedConnection::flush() {
 }
 
 void FramedConnection::update_interest() {
-  bool want_out = out_pos_ < out_.size();
-  if (want_out == watching_out_ || closed_) return;
-  watching_out_ = want_out;
-  loop_.modify_fd(link_->fd(), EPOLLIN | (want_out ? EPOLLOUT : 0u));
+  if (closed_) return;
+  // What the link needs polled for: a TLS link mid-handshake decides itself (nothing at
+  // all while it waits for a key: its owner pumps it when the key arrives).
+  short wanted = link_->poll_events(out_pos_ < out_.size(), true);
+  uint32_t events = ((wanted & POLLIN) ? uint32_t(EPOLLIN) : 0u) | ((wanted & POLLOUT) ? uint32_t(EPOLLOUT) : 0u);
+  if (events == watching_) return;
+  watching_ = events;
+  loop_.modify_fd(link_->fd(), events);
 }
 
 void FramedConnection::close(const std::string& reason) {

@@ -47,6 +47,8 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // Closes now; on_close runs with reason (unless already closed).
   void close(const std::string& reason);
   bool closed() const { return closed_; }
+  // Raises (or lowers) the largest payload accepted: small until a peer is known.
+  void set_max_payload(uint32_t max_payload) { max_payload_ = max_payload; }
   bool has_pending_output() const { return out_pos_ < out_.size(); }
   TimePoint last_send_time() const { return last_send_; }
   // Stops watching the link and hands it over (a data link after its handshake); bytes
@@ -75,7 +77,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   bool closed_ = false;
   TimePoint last_send_{};
   bool close_after_flush_ = false;
-  bool watching_out_ = false;
+  uint32_t watching_ = 0x001;  // EPOLLIN, as start() registers
   std::string close_reason_;
 };
 

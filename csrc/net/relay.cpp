@@ -12,6 +12,9 @@
 #include "core/errors.h"
 #include "net/address.h"
 #include "net/link_frames.h"
+#include "net/run_keys.h"
+#include "net/tcp_link.h"
+#include "net/tls_link.h"
 #include "proto/relay_messages.h"
 
 namespace pcomm::net {
@@ -24,6 +27,7 @@ constexpr uint32_t kMaxRelayFrame = 8 * 1024;
 // How much one splice moves at most, and the pipe size asked for per direction.
 constexpr size_t kSpliceChunk = 1 << 20;
 constexpr Millis kTickInterval{500};
+constexpr uint8_t kTlsHandshakeRecord = 22;  // the first byte of a TLS ClientHello
 // Sending RelayPaired to both sides must finish within this.
 constexpr std::chrono::seconds kPairTimeout{5};
 
@@ -52,6 +56,7 @@ Relay::Relay(RelayOptions options)
     throw InvalidArgument("relay limits must be at least 1");
   }
   if (options_.idle_timeout <= Duration::zero()) throw InvalidArgument("idle_timeout must be positive");
+  check_secure_listen("relay", options_.listen, options_.secret, options_.insecure);
 }
 
 Relay::~Relay() { stop(); }
@@ -85,6 +90,7 @@ void Relay::stop() {
   }
   for (auto& c : circuits) c.thread.join();
   conns_.clear();
+  unsorted_.clear();
   tokens_.clear();
   listener_.close();
 }
@@ -101,7 +107,7 @@ void Relay::on_accept() {
     std::string source = host_of(format_sockaddr(s.remote_address()));
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (conns_.size() + circuits_.size() * 2 >= options_.max_circuits * 2 + 64 ||
+      if (conns_.size() + unsorted_.size() + circuits_.size() * 2 >= options_.max_circuits * 2 + 64 ||
           per_source_[source] >= options_.max_per_source) {
         ++stats_.refused;
         continue;  // the socket closes here: over a limit
@@ -109,17 +115,56 @@ void Relay::on_accept() {
       ++per_source_[source];
     }
     uint64_t id = next_id_++;
-    auto frames = FramedConnection::create(loop_, std::move(s), kMaxRelayFrame);
-    conns_[id] = Conn{frames, source, ""};
-    frames->start([this, id](uint16_t type, const uint8_t* p, size_t n) { on_frame(id, type, p, n); },
-                  [this, id](const std::string&) { on_closed(id); });
-    std::weak_ptr<FramedConnection> weak = frames;
-    loop_.run_after(kFirstFrameTimeout, [this, id, weak] {
-      auto c = weak.lock();
+    int fd = s.fd();
+    unsorted_.emplace(id, std::make_pair(std::move(s), source));
+    loop_.add_fd(fd, EPOLLIN, [this, id](uint32_t) { on_first_bytes(id); });
+    loop_.run_after(kFirstFrameTimeout, [this, id] {
+      auto u = unsorted_.find(id);
+      if (u != unsorted_.end()) {
+        loop_.remove_fd(u->second.first.fd());
+        conns_[id] = Conn{nullptr, u->second.second, "", false};
+        unsorted_.erase(u);
+        on_closed(id);
+        return;
+      }
       auto it = conns_.find(id);
-      if (c && it != conns_.end() && it->second.token.empty()) c->close("nothing said in time");
+      if (it != conns_.end() && it->second.token.empty()) it->second.frames->close("nothing said in time");
     });
   }
+}
+
+void Relay::on_first_bytes(uint64_t id) {
+  auto u = unsorted_.find(id);
+  if (u == unsorted_.end()) return;
+  uint8_t first = 0;
+  ssize_t n = ::recv(u->second.first.fd(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  Socket s = std::move(u->second.first);
+  std::string source = std::move(u->second.second);
+  unsorted_.erase(u);
+  loop_.remove_fd(s.fd());
+  if (n <= 0) {  // closed or failed before a byte
+    conns_[id] = Conn{nullptr, source, "", false};
+    on_closed(id);
+    return;
+  }
+  std::shared_ptr<Link> link = std::make_shared<TcpLink>(std::move(s), LinkKind::kDirect);
+  bool tls = first == kTlsHandshakeRecord && !options_.secret.empty();
+  if (tls) {
+    auto key = derive_key(options_.secret, kRelayPsk);
+    link = TlsLink::server(link, [key](const std::string& identity) {
+      if (identity == relay_identity()) return KeyAnswer::of(key);
+      return KeyAnswer::unknown("not a relay key");
+    });
+  }
+  start_conn(id, std::move(link), std::move(source), tls);
+}
+
+void Relay::start_conn(uint64_t id, std::shared_ptr<Link> link, std::string source, bool tls) {
+  auto frames = FramedConnection::create(loop_, std::move(link), kMaxRelayFrame);
+  conns_[id] = Conn{frames, source, "", tls};
+  frames->start([this, id](uint16_t type, const uint8_t* p, size_t n) { on_frame(id, type, p, n); },
+                [this, id](const std::string&) { on_closed(id); });
 }
 
 void Relay::refuse(uint64_t id, const std::string& why) {
@@ -138,6 +183,10 @@ void Relay::on_frame(uint64_t id, uint16_t type, const uint8_t* payload, size_t 
   if (it == conns_.end()) return;
   auto now = Clock::now();
   if (type == static_cast<uint16_t>(proto::MsgType::kRelayRegister)) {
+    if (!options_.secret.empty() && !it->second.tls) {
+      return refuse(id, "this relay takes registrations only from its run's coordinator, over TLS with the run "
+                        "secret (start the coordinator with the same secret)");
+    }
     auto reg = proto::decode_fields<proto::RelayRegister>(payload, size);
     for (const auto& t : reg.tokens) {
       if (tokens_.count(t)) return refuse(id, "a token registered twice");
@@ -152,6 +201,7 @@ void Relay::on_frame(uint64_t id, uint16_t type, const uint8_t* payload, size_t 
     throw ProtocolError("expected RelayJoin or RelayRegister, got message type " + std::to_string(type));
   }
   if (!it->second.token.empty()) throw ProtocolError("a second RelayJoin on one connection");
+  if (it->second.tls) throw ProtocolError("a RelayJoin on a registration channel");
   auto join = proto::decode_fields<proto::RelayJoin>(payload, size);
   auto tok = tokens_.find(join.token);
   if (tok == tokens_.end()) return refuse(id, "unknown relay token");

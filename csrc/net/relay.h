@@ -37,6 +37,12 @@ struct RelayOptions {
   // quiet for many minutes between outer steps; dead ends are found by TCP keepalive.
   Duration idle_timeout = std::chrono::hours(1);
   uint64_t rate_bytes_per_second = 0;      // per circuit and direction; 0: no cap
+  // The run secret (empty: none). With it, registrations are taken only over TLS keyed by
+  // it (so only the run's coordinator issues tokens); joins stay plain (a token is a
+  // one-time capability, and the peers' own TLS runs end to end through the circuit).
+  // Without it the relay listens on loopback only, unless `insecure`.
+  std::string secret;
+  bool insecure = false;
 };
 
 class Relay {
@@ -69,6 +75,7 @@ class Relay {
     std::shared_ptr<FramedConnection> frames;
     std::string source;  // remote host
     std::string token;   // set once it joined
+    bool tls = false;    // a coordinator's registration channel (runs with a secret)
   };
   struct Circuit {
     std::thread thread;
@@ -76,6 +83,9 @@ class Relay {
   };
 
   void on_accept();
+  // The first byte tells a TLS registration channel from a plain join.
+  void on_first_bytes(uint64_t id);
+  void start_conn(uint64_t id, std::shared_ptr<Link> link, std::string source, bool tls);
   void on_frame(uint64_t id, uint16_t type, const uint8_t* payload, size_t size);
   void on_closed(uint64_t id);
   void refuse(uint64_t id, const std::string& why);
@@ -95,6 +105,7 @@ class Relay {
 
   // Loop thread.
   std::map<uint64_t, Conn> conns_;
+  std::map<uint64_t, std::pair<Socket, std::string>> unsorted_;  // accepted, first byte not seen yet
   std::map<std::string, Token> tokens_;
   uint64_t next_id_ = 1;
 

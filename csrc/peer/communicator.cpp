@@ -9,6 +9,9 @@
 
 #include "core/errors.h"
 #include "net/address.h"
+#include "net/tcp_link.h"
+#include "net/tls_link.h"
+#include "proto/key_messages.h"
 #include "proto/path_messages.h"
 
 namespace pcomm::peer {
@@ -55,7 +58,12 @@ Communicator::Communicator(CommunicatorOptions options)
       [this](std::shared_ptr<net::Link> link) { loop_.post([this, link] { on_inbound_link(link); }); });
   remotes_ = std::make_unique<RemotePeers>(
       PathEnv{options_.run, options_.connections_per_peer, agent_.get(), &log_,
-              [this](const std::string& peer) { on_pool_replaced(peer); }});
+              [this](const std::string& peer) { on_pool_replaced(peer); },
+              options_.secret.empty() ? PathEnv::Secure()
+                                      : [this](std::shared_ptr<net::Link> link, const std::string& peer,
+                                               TimePoint deadline, const net::Cancel* cancel) {
+                                          return secure_link(std::move(link), peer, deadline, cancel);
+                                        }});
 }
 
 Communicator::~Communicator() { close(); }
@@ -123,16 +131,17 @@ void Communicator::connect(Duration timeout) {
     links_.reset();
   }
   update_log_context("", 0);
-  auto coord_sock = std::make_shared<net::Socket>(std::move(sock));
-  loop_.post([this, coord_sock, listener, advertised] {
+  auto coord_link = coordinator_link(std::move(sock), deadline);
+  loop_.post([this, coord_link, listener, advertised] {
     ++session_;
     if (coord_) coord_->close("reconnecting");
     teardown_links();
     remotes_->clear();  // a new session has a new peer id: no pool survives it
+    keyring_->clear();
     if (data_listener_.valid()) loop_.remove_fd(data_listener_.fd());
     data_listener_ = std::move(*listener);
     loop_.add_fd(data_listener_.fd(), EPOLLIN, [this](uint32_t) { on_data_accept(); });
-    coord_ = net::FramedConnection::create(loop_, std::move(*coord_sock));
+    coord_ = net::FramedConnection::create(loop_, coord_link);
     auto conn = coord_;
     coord_->start([this](uint16_t t, const uint8_t* p, size_t n) { on_coordinator_frame(t, p, n); },
                   [this, conn](const std::string& reason) {
@@ -158,6 +167,50 @@ void Communicator::connect(Duration timeout) {
     throw;
   }
   log_.info("connected: rank ", rank_, " of ", ring_.size());
+}
+
+std::shared_ptr<net::Link> Communicator::coordinator_link(net::Socket socket, const Deadline& deadline) {
+  std::shared_ptr<net::Link> link = std::make_shared<net::TcpLink>(std::move(socket), net::LinkKind::kDirect);
+  if (options_.secret.empty()) return link;
+  auto tls = net::TlsLink::client(link, net::coordinator_identity(),
+                                  net::derive_key(options_.secret, net::kCoordinatorPsk));
+  try {
+    tls->handshake(Clock::now() + deadline.remaining());
+  } catch (const IoError& e) {
+    throw AuthenticationError("the coordinator at " + options_.coordinator +
+                              " did not accept this run's secret: " + e.what() +
+                              " (a coordinator started without a secret, or with another one, refuses it)");
+  }
+  return tls;
+}
+
+std::shared_ptr<net::Link> Communicator::secure_link(std::shared_ptr<net::Link> link, const std::string& peer,
+                                                     TimePoint deadline, const net::Cancel* cancel) {
+  std::string self;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    self = peer_id_;
+  }
+  auto key = keyring_->for_dial(self, peer);
+  if (!key) throw IoError("no link key for peer " + peer + " yet (the coordinator sends them with each topology)");
+  auto tls = net::TlsLink::client(std::move(link), key->identity, key->key);
+  tls->handshake(deadline, cancel);
+  return tls;
+}
+
+void Communicator::on_link_keys(const proto::LinkKeys& keys) {
+  keyring_->add(keys);
+  std::vector<std::weak_ptr<net::FramedConnection>> still;
+  for (auto& weak : inbound_tls_) {
+    auto conn = weak.lock();
+    if (!conn || conn->closed()) continue;
+    auto tls = std::dynamic_pointer_cast<net::TlsLink>(conn->link());
+    if (!tls || tls->handshake_done()) continue;
+    tls->resume();
+    conn->pump();
+    still.push_back(weak);
+  }
+  inbound_tls_ = std::move(still);
 }
 
 void Communicator::update_topology(Duration timeout) {
@@ -330,6 +383,9 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
     case MsgType::kTopology:
       on_topology(proto::Topology::decode(payload, size));
       return;
+    case MsgType::kLinkKeys:
+      on_link_keys(proto::decode_fields<proto::LinkKeys>(payload, size));
+      return;
     case MsgType::kEpochReady: {
       uint64_t e = proto::EpochMsg::decode(payload, size).epoch;
       {
@@ -390,6 +446,10 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
           break;
         case proto::ErrorCode::kRunMismatch:
           fail(ErrorKind::kInvalid, err.text);
+          break;
+        case proto::ErrorCode::kUnauthenticated:
+          fail(ErrorKind::kUnauthenticated, "the coordinator at " + options_.coordinator + " refused this peer: " +
+                                                err.text);
           break;
         default:
           fail(ErrorKind::kProtocol, "the coordinator refused this peer: " + err.text);

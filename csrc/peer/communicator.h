@@ -38,6 +38,7 @@
 #include "peer/data_plane.h"
 #include "peer/link_resync.h"
 #include "peer/path_agent.h"
+#include "peer/link_keys.h"
 #include "peer/remote_peer.h"
 #include "peer/state_session.h"
 #include "proto/messages.h"
@@ -50,6 +51,9 @@ struct CommunicatorOptions {
   uint32_t connections_per_peer = 4;
   Duration timeout = std::chrono::seconds(30);
   std::string data_listen = "0.0.0.0:0";  // where this peer accepts data links
+  // The run secret: empty for a run without one (loopback only). With it, the coordinator
+  // link is TLS keyed by it, and every data link TLS keyed by the coordinator's pair keys.
+  std::string secret;
 };
 
 struct SyncResult {
@@ -108,6 +112,13 @@ class Communicator {
   void on_inbound_link(std::shared_ptr<net::Link> link);
   void route_link_hello(const proto::LinkHello& hello, const std::shared_ptr<net::FramedConnection>& conn);
   void on_observe(const proto::Observe& observe);
+  // The link to the coordinator, authenticated when the run has a secret (caller thread).
+  std::shared_ptr<net::Link> coordinator_link(net::Socket socket, const Deadline& deadline);
+  // Driver side of a data link: TLS with the pair's newest key (data-plane thread).
+  std::shared_ptr<net::Link> secure_link(std::shared_ptr<net::Link> link, const std::string& peer, TimePoint deadline,
+                                         const net::Cancel* cancel);
+  // New link keys: inbound handshakes that waited for them go on (loop thread).
+  void on_link_keys(const proto::LinkKeys& keys);
   // One epoch's link preparation: what its tasks on the data-plane thread share.
   struct Preparation {
     uint64_t epoch = 0;
@@ -179,6 +190,8 @@ class Communicator {
   std::unique_ptr<DataPlane> data_plane_;
   std::unique_ptr<PathAgent> agent_;
   std::unique_ptr<RemotePeers> remotes_;
+  std::shared_ptr<LinkKeyring> keyring_ = std::make_shared<LinkKeyring>();
+  std::vector<std::weak_ptr<net::FramedConnection>> inbound_tls_;  // loop thread: handshakes in progress
   proto::RingMember self_member_;  // as the last topology described this peer
   std::vector<std::string> neighbours_;  // left, right (for links())
 

@@ -9,6 +9,7 @@
 #include "core/errors.h"
 #include "net/address.h"
 #include "net/tcp_link.h"
+#include "net/tls_link.h"
 #include "peer/communicator.h"
 #include "peer/link_resync.h"
 #include "proto/path_messages.h"
@@ -22,6 +23,8 @@ constexpr std::chrono::seconds kLinkSetupTimeout{15};
 constexpr std::chrono::seconds kInboundHelloTimeout{10};
 // Connections on the data port that have not said what they are for yet, at most.
 constexpr int kMaxInboundHandshakes = 256;
+// Frames before a link's hello is taken are small: a stranger cannot make us hold more.
+constexpr uint32_t kMaxHandshakePayload = 4096;
 
 // Holds one of those places while its connection's handlers live.
 struct HandshakeSlot {
@@ -196,15 +199,34 @@ void Communicator::on_inbound_link(std::shared_ptr<net::Link> link) {
     return;
   }
   auto slot = std::make_shared<HandshakeSlot>(handshakes_);
-  auto conn = net::FramedConnection::create(loop_, std::move(link));
+  bool secure = !options_.secret.empty();
+  if (secure) {
+    // The opener proves the key the coordinator issued for this pair (and epoch).
+    link = net::TlsLink::server(std::move(link), [keyring = keyring_](const std::string& identity) {
+      return keyring->lookup(identity);
+    });
+  }
+  auto conn = net::FramedConnection::create(loop_, std::move(link), kMaxHandshakePayload);
   std::weak_ptr<net::FramedConnection> weak = conn;
+  if (secure) inbound_tls_.push_back(weak);
+  // With a secret, the peer a hello names must be the one whose key opened the link.
+  auto check_sender = [secure](const net::FramedConnection& c, const std::string& from) {
+    if (!secure) return;
+    uint64_t epoch = 0;
+    std::string keyed;
+    auto tls = std::dynamic_pointer_cast<net::TlsLink>(c.link());
+    if (!tls || !net::parse_pair_identity(tls->identity(), &epoch, &keyed) || keyed != from) {
+      throw AuthenticationError("a hello naming peer " + from + " on a link keyed for peer " + keyed);
+    }
+  };
   conn->start(
-      [this, weak, slot](uint16_t type, const uint8_t* p, size_t n) {
+      [this, weak, slot, check_sender](uint16_t type, const uint8_t* p, size_t n) {
         auto c = weak.lock();
         if (!c) return;
         if (type == static_cast<uint16_t>(proto::StateMsg::kFetchHello)) {
           auto hello = proto::FetchHello::decode(p, n);
           if (hello.run != options_.run) throw InvalidArgument("run name mismatch on the data port");
+          check_sender(*c, hello.from_peer);
           route_fetch_hello(hello, c);
           return;
         }
@@ -217,6 +239,7 @@ void Communicator::on_inbound_link(std::shared_ptr<net::Link> link) {
           throw InvalidArgument("run name mismatch: this peer is in run '" + options_.run + "', not '" + hello.run +
                                 "'");
         }
+        check_sender(*c, hello.from_peer);
         route_link_hello(hello, c);
       },
       [](const std::string&) {});

@@ -234,6 +234,7 @@ std::shared_ptr<Pool> RemotePeer::handshake(const std::string& self_id, std::vec
   pool->kind = kind;
   pool->links = std::move(links);
   try {
+    for (auto& link : pool->links) link = secured(link, deadline, cancel);
     auto count = static_cast<uint32_t>(pool->links.size());
     for (uint32_t i = 0; i < count; ++i) {
       proto::LinkHello hello{env_.run, self_id, pool->id, i, count};
@@ -258,6 +259,11 @@ std::shared_ptr<Pool> RemotePeer::handshake(const std::string& self_id, std::vec
   return pool;
 }
 
+std::shared_ptr<net::Link> RemotePeer::secured(std::shared_ptr<net::Link> link, TimePoint deadline,
+                                               const net::Cancel* cancel) {
+  return env_.secure ? env_.secure(std::move(link), id_, deadline, cancel) : link;
+}
+
 std::shared_ptr<net::Link> RemotePeer::open_stream(const proto::RingMember& self, TimePoint deadline,
                                                    const net::Cancel* cancel) {
   proto::RingMember remote;
@@ -272,7 +278,7 @@ std::shared_ptr<net::Link> RemotePeer::open_stream(const proto::RingMember& self
       auto until = std::min(deadline, Clock::now() + kDirectDialTimeout);
       auto s = net::Socket::connect_blocking(net::resolve(net::parse_host_port(address, false)),
                                              Deadline(until - Clock::now()), 0, cancel);
-      return std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect);
+      return secured(std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect), deadline, cancel);
     } catch (const Aborted&) {
       throw;
     } catch (const Error& e) {
@@ -283,7 +289,7 @@ std::shared_ptr<net::Link> RemotePeer::open_stream(const proto::RingMember& self
     try {
       auto links = env_.agent->request(id_, proto::PathKind::kPunch, proto::PathPurpose::kStream, 1,
                                        std::min(deadline, Clock::now() + kPunchRequestTimeout), cancel, true);
-      return links.front();
+      return secured(links.front(), deadline, cancel);
     } catch (const Aborted&) {
       throw;
     } catch (const Error& e) {
@@ -291,7 +297,8 @@ std::shared_ptr<net::Link> RemotePeer::open_stream(const proto::RingMember& self
     }
   }
   try {
-    return env_.agent->request(id_, proto::PathKind::kRelay, proto::PathPurpose::kStream, 1, deadline, cancel).front();
+    auto links = env_.agent->request(id_, proto::PathKind::kRelay, proto::PathPurpose::kStream, 1, deadline, cancel);
+    return secured(links.front(), deadline, cancel);
   } catch (const Error& e) {
     if (dynamic_cast<const Aborted*>(&e)) throw;
     throw IoError("no path to peer " + id_ + " (" + why + (why.empty() ? "" : "; ") + "relay: " + e.what() + ")");

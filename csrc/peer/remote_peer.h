@@ -101,6 +101,11 @@ struct PathEnv {
   const Logger* log = nullptr;
   // Told (loop thread, may not block) when a follower's pool was replaced by a newer one.
   std::function<void(const std::string& peer)> replaced;
+  // Runs with a secret: wraps a link this side opened in TLS with the pair's key and
+  // completes the handshake (blocking); empty otherwise.
+  using Secure = std::function<std::shared_ptr<net::Link>(std::shared_ptr<net::Link>, const std::string& peer,
+                                                          TimePoint deadline, const net::Cancel* cancel)>;
+  Secure secure;
 };
 
 class RemotePeer {
@@ -143,6 +148,8 @@ class RemotePeer {
   std::shared_ptr<Pool> handshake(const std::string& self_id, std::vector<std::shared_ptr<net::Link>> links,
                                   net::LinkKind kind, TimePoint deadline, const net::Cancel* cancel);
   void adopt(std::shared_ptr<Pool> pool);  // mutex_ held
+  // The link in TLS when the run has a secret (env_.secure), else as it is.
+  std::shared_ptr<net::Link> secured(std::shared_ptr<net::Link> link, TimePoint deadline, const net::Cancel* cancel);
 
   std::string id_;
   PathEnv env_;

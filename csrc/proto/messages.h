@@ -59,6 +59,7 @@ enum class MsgType : uint16_t {
   kRelayRegistered = 41,
   kRelayJoin = 42,
   kRelayPaired = 43,
+  kLinkKeys = 44,  // coordinator -> peer, before each Topology of a run with a secret (key_messages.h)
 };
 
 // How a collective or a state sync ended, on the wire (CollDone/StateDone from a peer,
@@ -88,6 +89,7 @@ enum class ErrorCode : uint16_t {
   kDropped = 4,     // the coordinator dropped this peer (missed heartbeats, failed links)
   kShutdown = 5,    // the coordinator is stopping
   kBadRequest = 6,  // a well-formed message that makes no sense in this state
+  kUnauthenticated = 7,  // sent in the clear to a client that speaks without the run's TLS
 };
 
 struct ErrorMsg {

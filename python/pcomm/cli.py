@@ -1,10 +1,12 @@
 """The ``pcomm`` command line.
 
-    pcomm coordinator --listen HOST:PORT [--heartbeat-timeout SECONDS] [--run NAME]
-                      [--relay HOST:PORT ...]
+    pcomm coordinator --listen HOST:PORT [--secret-file PATH | --insecure]
+                      [--heartbeat-timeout SECONDS] [--run NAME] [--relay HOST:PORT ...]
                       [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
-    pcomm relay --listen HOST:PORT [--max-circuits N] [--rate BYTES_PER_S]
-                [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
+    pcomm relay --listen HOST:PORT [--secret-file PATH | --insecure] [--max-circuits N]
+                [--rate BYTES_PER_S] [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
+
+The run secret comes from --secret-file, else from the file named by $PCOMM_SECRET_FILE.
     pcomm dht --listen /ip4/HOST/tcp/PORT [--bootstrap MULTIADDR ...] [--key-file PATH]
     pcomm progress --run RUN --bootstrap MULTIADDR ... [--watch SECONDS]
 """
@@ -36,6 +38,19 @@ def _add_announce_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--advertise", metavar="HOST:PORT", help="address to announce (default: the listen address, "
                         "with 0.0.0.0 replaced by the local address that reaches the bootstrap node)")
     parser.add_argument("--key-file", help="DHT identity key file (created if missing; default: a new identity)")
+
+
+def _add_secret_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--secret-file", metavar="PATH", help="file holding the run secret (default: $PCOMM_SECRET_FILE; "
+                        "make one with: openssl rand -hex 32 > run.secret)")
+    parser.add_argument("--insecure", action="store_true", help=f"let this {what} listen on a non-loopback address "
+                        "without a secret (anyone who reaches it can join the run)")
+
+
+def _secret_of(args: argparse.Namespace) -> bytes | None:
+    from . import _secret
+
+    return _secret.read_file(args.secret_file) if args.secret_file else _secret.resolve(None)
 
 
 def _start_announcing(kind: str, run: str, listening: str, args: argparse.Namespace):
@@ -84,7 +99,7 @@ def _coordinator(args: argparse.Namespace) -> int:
             raise InvalidArgumentError("--announce needs --bootstrap MULTIADDR (a `pcomm dht` node)")
         run = args.announce
     coord = Coordinator(listen=args.listen, heartbeat_timeout=args.heartbeat_timeout, run=run,
-                        relays=args.relay).start()
+                        relays=args.relay, secret=_secret_of(args), insecure=args.insecure).start()
     print(f"pcomm coordinator for run '{run}' listening on {coord.address}", flush=True)
     next_lookup = [0.0]
 
@@ -111,7 +126,8 @@ def _relay(args: argparse.Namespace) -> int:
 
     if args.announce is not None and not args.bootstrap:
         raise InvalidArgumentError("--announce needs --bootstrap MULTIADDR (a `pcomm dht` node)")
-    relay = Relay(listen=args.listen, max_circuits=args.max_circuits, rate=args.rate).start()
+    relay = Relay(listen=args.listen, max_circuits=args.max_circuits, rate=args.rate, secret=_secret_of(args),
+                  insecure=args.insecure).start()
     print(f"pcomm relay listening on {relay.address}", flush=True)
 
     def status() -> str:
@@ -185,12 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument("--run", default="default", help="run name peers must use (default 'default')")
     coord.add_argument("--relay", action="append", default=[], metavar="HOST:PORT",
                        help="a relay for peers that cannot connect otherwise (repeatable)")
+    _add_secret_options(coord, "coordinator")
     _add_announce_options(coord, "coordinator")
     coord.set_defaults(func=_coordinator)
     relay = sub.add_parser("relay", help="run a relay for peers that cannot reach each other")
     relay.add_argument("--listen", default="0.0.0.0:29600", help="HOST:PORT to listen on (default 0.0.0.0:29600)")
     relay.add_argument("--max-circuits", type=int, default=1024, help="circuits open at once (default 1024)")
     relay.add_argument("--rate", type=float, metavar="BYTES_PER_S", help="cap each circuit's direction (default: none)")
+    _add_secret_options(relay, "relay")
     _add_announce_options(relay, "relay")
     relay.set_defaults(func=_relay)
     dht = sub.add_parser("dht", help="run a discovery DHT node (bootstrap node for runs)")

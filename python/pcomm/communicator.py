@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import _pcomm
+from . import _pcomm, _secret
 from ._timeouts import default_timeout, to_seconds
 from .errors import InvalidArgumentError, PcommError
 from .state import STRATEGIES, SharedState, SyncInfo
@@ -125,6 +125,9 @@ class Communicator:
         bootstrap: multiaddrs (``/ip4/HOST/tcp/PORT/p2p/PEER_ID``) of discovery nodes;
             with ``coordinator=None`` the constructor looks up the coordinator (and the
             relays) announced for ``run`` (needs the ``discovery`` extra).
+        secret: the run secret (bytes or str, at least 16 bytes), the same as the
+            coordinator's; default: the file named by ``PCOMM_SECRET_FILE``, else none.
+            With it the coordinator link and every data link are TLS 1.3 (docs/security.md).
     """
 
     def __init__(
@@ -136,8 +139,10 @@ class Communicator:
         run: str = "default",
         data_listen: str = "0.0.0.0:0",
         bootstrap: list[str] | None = None,
+        secret: bytes | str | None = None,
     ) -> None:
         self.relays: tuple[str, ...] = ()
+        key = _secret.resolve(secret)
         if coordinator is not None and bootstrap:
             raise InvalidArgumentError("give coordinator='host:port' or bootstrap=[...] to find it by run name, not both")
         if coordinator is None:
@@ -160,7 +165,9 @@ class Communicator:
             connections_per_peer=connections_per_peer,
             timeout=self.timeout,
             data_listen=data_listen,
+            secret=key or b"",
         )
+        self.secure = key is not None
         self.coordinator = coordinator
         self.run = run
 

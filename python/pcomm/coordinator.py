@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from . import _pcomm
+from . import _pcomm, _secret
 from ._server import NativeServer
 from ._timeouts import to_seconds
 from .errors import InvalidArgumentError
@@ -28,6 +28,10 @@ class Coordinator(NativeServer):
         relays: ``"host:port"`` of relays (``pcomm relay``) for peers that can reach
             each other neither directly nor by hole punching; more can be added with
             ``add_relay`` (the CLI adds those announced in the DHT).
+        secret: the run secret (bytes or str, at least 16 bytes); default: the file
+            named by ``PCOMM_SECRET_FILE``, else none. Peers and relays must hold the same.
+        insecure: allow listening on a non-loopback address without a secret (anyone
+            who reaches the port can then join and read the run).
     """
 
     def __init__(
@@ -36,11 +40,17 @@ class Coordinator(NativeServer):
         heartbeat_timeout: float | timedelta = 5.0,
         run: str = "default",
         relays: list[str] | tuple[str, ...] = (),
+        *,
+        secret: bytes | str | None = None,
+        insecure: bool = False,
     ) -> None:
         seconds = to_seconds(heartbeat_timeout, "heartbeat_timeout")
         if isinstance(relays, str):
             raise InvalidArgumentError("relays must be a list of 'host:port' strings, not one string")
-        self._impl = _pcomm.Coordinator(listen=listen, run=run, heartbeat_timeout=seconds, relays=list(relays))
+        key = _secret.resolve(secret)
+        self._impl = _pcomm.Coordinator(listen=listen, run=run, heartbeat_timeout=seconds, relays=list(relays),
+                                        secret=key or b"", insecure=bool(insecure))
+        self.secure = key is not None
         self.run = run
         self.heartbeat_timeout = seconds
 

@@ -16,6 +16,7 @@ __all__ = [
     "ProtocolError",
     "InvalidArgumentError",
     "IoError",
+    "AuthenticationError",
     "DiscoveryError",
     "InvalidRecordError",
 ]
@@ -55,6 +56,12 @@ class InvalidArgumentError(PcommError, ValueError):
 
 class IoError(PcommError, OSError):
     """A socket or system call failed (address in use, host not resolvable...)."""
+
+
+class AuthenticationError(PcommError, PermissionError):
+    """The other side refused this one's credentials: the run secret is missing or
+    wrong (``secret=``, ``--secret-file``, ``PCOMM_SECRET_FILE``), or a data link's key
+    was not issued to this peer."""
 
 
 class DiscoveryError(PcommError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from . import _pcomm
+from . import _pcomm, _secret
 from ._server import NativeServer
 from ._timeouts import to_seconds
 from .errors import InvalidArgumentError
@@ -31,6 +31,9 @@ class Relay(NativeServer):
             hour: pools may be quiet between outer steps; dead ends are found by TCP
             keepalive).
         rate: bytes per second per circuit and direction; ``None``: no cap.
+        secret: the run secret (default: ``PCOMM_SECRET_FILE``, else none): only a
+            coordinator holding it may register tokens.
+        insecure: allow a non-loopback address without a secret.
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class Relay(NativeServer):
         max_per_source: int = 128,
         idle_timeout: float | timedelta = 3600.0,
         rate: float | None = None,
+        secret: bytes | str | None = None,
+        insecure: bool = False,
     ) -> None:
         for name, value in (("max_circuits", max_circuits), ("max_circuits_per_peer", max_circuits_per_peer),
                             ("max_per_source", max_per_source)):
@@ -56,6 +61,8 @@ class Relay(NativeServer):
             max_per_source=max_per_source,
             idle_timeout=to_seconds(idle_timeout, "idle_timeout"),
             rate_bytes_per_second=int(rate or 0),
+            secret=_secret.resolve(secret) or b"",
+            insecure=bool(insecure),
         )
 
     def stats(self) -> dict:
