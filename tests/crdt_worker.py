@@ -2,7 +2,9 @@
 lines on stdin; used by the tests and bench/crdt.py.
 
     python tests/crdt_worker.py '{"name": "run", "path": null, "listen": "/ip4/127.0.0.1/tcp/0",
-                                  "bootstrap": [], "sync_interval": 0.2}'
+                                  "bootstrap": [], "sync_interval": 0.2, "secret": null}'
+
+``secret``: the run secret of the node and the store (else $PCOMM_SECRET_FILE, else none).
 
 Prints {"addrs": [...], "writer": id} once up, then one JSON reply per command:
 
@@ -10,7 +12,7 @@ Prints {"addrs": [...], "writer": id} once up, then one JSON reply per command:
                               ["remove", obj, x], ["inc", obj, n], ["dec", obj, n], ["ginc", obj, n]]}
     {"cmd": "burst", "count": n, "prefix": p}       n writes: map keys, set adds, counter steps
     {"cmd": "write_loop", "prefix": p}             writes until killed, one {"acked": i} line per write
-    {"cmd": "state"}      -> fingerprint, snapshot, writes, rejected, digest, replicas
+    {"cmd": "state"}      -> fingerprint, snapshot, writes, rejected, refused_writers, refused_future, digest, replicas
     {"cmd": "add_replica", "addr": multiaddr}
     {"cmd": "inject", "addr": multiaddr, "deltas": [base64...], "garbage": base64 | null}
         sends deltas (or raw garbage) to that replica over the CRDT protocol
@@ -88,7 +90,8 @@ async def inject(node: Node, addr: str, deltas: list[bytes], garbage: bytes | No
 
 def main() -> None:
     args = json.loads(sys.argv[1])
-    node = Node(listen=args.get("listen", "/ip4/127.0.0.1/tcp/0"), bootstrap=args.get("bootstrap", []), timeout=20).start()
+    node = Node(listen=args.get("listen", "/ip4/127.0.0.1/tcp/0"), bootstrap=args.get("bootstrap", []), timeout=20,
+                secret=args.get("secret")).start()
     store = Store(args["name"], node=node, path=args.get("path"), sync_interval=args.get("sync_interval", 0.2))
     print(json.dumps({"addrs": node.addrs, "writer": store.writer}), flush=True)
     for line in sys.stdin:
@@ -112,7 +115,8 @@ def main() -> None:
             elif what == "state":
                 reply = {
                     "fingerprint": store.fingerprint(), "snapshot": store.snapshot(), "writes": store.writes,
-                    "rejected": store.rejected, "digest": store.digest(),
+                    "rejected": store.rejected, "refused_writers": store.refused_writers,
+                    "refused_future": store.refused_future, "digest": store.digest(),
                     "replicas": store.replicas,
                 }
             elif what == "add_replica":

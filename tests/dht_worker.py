@@ -3,13 +3,14 @@
     python tests/dht_worker.py --nodes 5 [--bootstrap MULTIADDR ...] [--client]
 
 Prints one line ``{"addrs": [[multiaddr, ...] per node], "peer_ids": [...]}`` once every
-node has started, then answers each command line with one JSON line:
+node has started, then answers each command line with one JSON line. The nodes take
+the run secret from $PCOMM_SECRET_FILE when it is set.
 
     {"cmd": "publish", "node": 0, "kind": "coordinator", "run": "r", "addrs": [...], "ttl": 30}
     {"cmd": "lookup", "node": 0, "kind": "coordinator", "run": "r"}
-        -> {"records": [{"publisher", "addrs", "seq", "expires"}], "seconds": wall time}
+        -> {"records": [{"publisher", "addrs", "seq", "expires", "raw_b64"}], "seconds": wall time}
     {"cmd": "put_raw", "node": 0, "kind": ..., "run": ..., "raw_b64": ...} -> {"accepted": n}
-    {"cmd": "stats"} -> {"tables": [...], "stored": [...], "rejected": [...]}
+    {"cmd": "stats"} -> {"tables": [...], "stored": [...], "rejected": [...], "ignored": [...]}
     {"cmd": "stop", "node": 0, "announcement": 0}   (stops refreshing that announcement)
     {"cmd": "lookup_many", "node": 0, "kind", "run", "count": n}
         -> {"seconds": [...], "cpu_seconds": process CPU time for all n}
@@ -70,7 +71,8 @@ def run(cmd: dict, nodes: list[Node], announcements: list) -> dict:
         t = time.perf_counter()
         records = node.lookup(cmd["kind"], cmd["run"])
         seconds = time.perf_counter() - t
-        return {"records": [{"publisher": r.publisher, "addrs": list(r.addrs), "seq": r.seq, "expires": r.expires} for r in records], "seconds": seconds}
+        return {"records": [{"publisher": r.publisher, "addrs": list(r.addrs), "seq": r.seq, "expires": r.expires,
+                             "raw_b64": base64.b64encode(r.raw).decode()} for r in records], "seconds": seconds}
     if what == "lookup_many":
         times = []
         cpu = time.process_time()
@@ -95,7 +97,8 @@ def run(cmd: dict, nodes: list[Node], announcements: list) -> dict:
     if what == "put_raw":
         return {"accepted": node.put_raw(cmd["kind"], cmd["run"], base64.b64decode(cmd["raw_b64"]))}
     if what == "stats":
-        return {"tables": [n.routing_table_size for n in nodes], "stored": [n.stored_records for n in nodes], "rejected": [n.rejected_records for n in nodes]}
+        return {"tables": [n.routing_table_size for n in nodes], "stored": [n.stored_records for n in nodes],
+                "rejected": [n.rejected_records for n in nodes], "ignored": [n.ignored_records for n in nodes]}
     raise ValueError(f"unknown command {what!r}")
 
 

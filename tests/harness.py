@@ -198,13 +198,13 @@ class _JsonWorker(_Proc):
 class DhtProcess(_JsonWorker):
     """tests/dht_worker.py: several discovery nodes in one process."""
 
-    def __init__(self, nodes: int, bootstrap: list[str] | None = None, client: bool = False) -> None:
+    def __init__(self, nodes: int, bootstrap: list[str] | None = None, client: bool = False, env: dict | None = None) -> None:
         argv = [sys.executable, DHT_WORKER, "--nodes", str(nodes)]
         if bootstrap:
             argv += ["--bootstrap", *bootstrap]
         if client:
             argv.append("--client")
-        super().__init__(argv)
+        super().__init__(argv, env)
         hello = json.loads(self.read_line(60))
         self.addrs: list[list[str]] = hello["addrs"]
         self.peer_ids: list[str] = hello["peer_ids"]

@@ -10,7 +10,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.secp256k1 import create_new_key_pair as create_secp256k1_key_pair
 from libp2p.peer.id import ID
 
-from pcomm.discovery.records import dht_key, kSignaturePrefix, sign_record, verify_record
+from pcomm.discovery.records import check_proof, dht_key, kSignaturePrefix, sign_record, verify_record
 from pcomm.discovery.routing import Contact, RecordStore, RoutingTable, kMaxRecordsPerKey, node_id
 from pcomm.errors import InvalidArgumentError, InvalidRecordError
 
@@ -87,8 +87,17 @@ def test_unsigned_expired_oversized_and_malformed_are_rejected():
 
 
 def test_a_record_may_not_claim_to_live_for_days():
-    with pytest.raises(InvalidRecordError, match="24 h"):
-        verify_record(signed(expires=NOW + 3 * 24 * 3600).raw, NOW)
+    with pytest.raises(InvalidRecordError, match="over the 3600 s limit"):
+        verify_record(signed(expires=NOW + 24 * 3600).raw, NOW)
+    assert verify_record(signed(expires=NOW + 3600).raw, NOW).expires == NOW + 3600
+
+
+def test_a_seq_from_the_future_cannot_pin_the_newest_slot():
+    # seq is the publish time in ns; the measured attack used 2**62 (the year 2116).
+    for seq in (2**62, int((NOW + 61) * 1e9)):
+        with pytest.raises(InvalidRecordError, match="more than 60 s ahead of this node's clock"):
+            verify_record(signed(seq=seq).raw, NOW)
+    assert verify_record(signed(seq=int((NOW + 59) * 1e9)).raw, NOW).seq == int((NOW + 59) * 1e9)
 
 
 def test_only_ed25519_keys_sign_records():
@@ -201,3 +210,63 @@ def test_cancellation_is_found_inside_exception_groups():
     c = trio.run(cancelled)
     assert has_cancelled(BaseExceptionGroup("outer", [ValueError(), BaseExceptionGroup("inner", [c])]))
     assert not has_cancelled(ExceptionGroup("outer", [ValueError(), KeyError()]))
+
+
+SECRET = b"0123456789abcdef-run-secret"
+OTHER_SECRET = b"fedcba9876543210-run-secret"
+
+
+def reseal(record, key, **changes) -> bytes:
+    """``record``'s payload with ``changes`` (its proof kept), signed again with ``key``:
+    what a holder of ``key`` can make without the run secret."""
+    payload = json.loads(json.loads(record.raw)["p"])
+    payload.update(changes)
+    return forge(payload, key)
+
+
+def test_a_record_proves_the_run_secret_only_with_every_field_as_signed():
+    key = create_new_key_pair().private_key
+    r = signed(key, secret=SECRET)
+    check_proof(verify_record(r.raw, NOW), SECRET)
+    # Each field changed by a holder of the publisher key, the proof kept: refused.
+    for field, value in [("kind", "relay"), ("run", "other-run"), ("addrs", ["6.6.6.6:1"]), ("seq", 2), ("expires", NOW + 61)]:
+        tampered = verify_record(reseal(r, key, **{field: value}), NOW)  # signed correctly ...
+        with pytest.raises(InvalidRecordError, match="does not prove this run secret"):
+            check_proof(tampered, SECRET)  # ... but not proven
+    # Another publisher copying the proof into its own record: refused.
+    thief = create_new_key_pair()
+    stolen = reseal(r, thief.private_key, publisher=ID.from_pubkey(thief.public_key).to_base58())
+    with pytest.raises(InvalidRecordError, match="does not prove this run secret"):
+        check_proof(verify_record(stolen, NOW), SECRET)
+
+
+def test_a_proof_made_for_another_run_kind_or_secret_is_refused():
+    key = create_new_key_pair().private_key
+    with pytest.raises(InvalidRecordError, match="does not prove this run secret"):
+        check_proof(signed(key, secret=OTHER_SECRET), SECRET)
+    # A proof taken from the same publisher's record of another run or kind.
+    for other in (signed(key, run="other-run", secret=SECRET), signed(key, kind="relay", secret=SECRET)):
+        proof = json.loads(json.loads(other.raw)["p"])["proof"]
+        forged = verify_record(reseal(signed(key), key, proof=proof), NOW)
+        with pytest.raises(InvalidRecordError, match="does not prove this run secret"):
+            check_proof(forged, SECRET)
+
+
+def test_readers_with_and_without_the_secret_believe_different_records():
+    proven, plain = signed(secret=SECRET), signed()
+    with pytest.raises(InvalidRecordError, match="carries no proof of the run secret"):
+        check_proof(plain, SECRET)
+    with pytest.raises(InvalidRecordError, match="pass secret= or set PCOMM_SECRET_FILE"):
+        check_proof(proven, None)
+    check_proof(plain, None)
+    check_proof(proven, SECRET)
+    key = create_new_key_pair().private_key
+    with pytest.raises(InvalidRecordError, match="proof must be 64 lowercase hex digits"):
+        verify_record(reseal(signed(key), key, proof="not a tag"), NOW)
+
+
+def test_publishing_a_record_that_nodes_would_refuse_is_refused_up_front():
+    from pcomm.discovery import Node
+
+    with pytest.raises(InvalidArgumentError, match="live over 3600 s"):
+        Node().publish("coordinator", "llama", ["10.0.0.1:1"], ttl=24 * 3600)

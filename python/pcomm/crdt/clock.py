@@ -11,7 +11,7 @@ import threading
 import time
 
 kMaxCounter = 2**32  # deltas.py refuses counters at or above this
-kMaxDriftMs = 24 * 3600 * 1000  # remote timestamps further ahead than this do not move our clock
+kMaxAheadMs = 60_000  # remote timestamps further ahead of our wall clock are refused (Store.receive)
 
 
 class HLC:
@@ -33,13 +33,18 @@ class HLC:
                 self._counter += 1
             return self._wall, self._counter
 
+    def too_far_ahead(self, wall_ms: int) -> bool:
+        """True if ``wall_ms`` is more than ``kMaxAheadMs`` ahead of our wall clock. A
+        replica refuses such writes: a last-writer-wins stamp from the far future would
+        beat every honest write to its key for as long as the stamp is ahead."""
+        return wall_ms > self._now_ms() + kMaxAheadMs
+
     def observe(self, ts: tuple[int, int]) -> None:
         """Moves the clock past a timestamp seen in a remote (or replayed) write, unless
-        that timestamp is more than ``kMaxDriftMs`` ahead of our wall clock: a broken or
-        hostile clock must not drag every later write of ours into the far future. (The
-        write itself still counts: LWW compares stamps, which is the same everywhere.)"""
+        that timestamp is more than ``kMaxAheadMs`` ahead of our wall clock: a broken or
+        hostile clock must not drag every later write of ours into the future."""
         with self._lock:
-            if ts[0] > self._now_ms() + kMaxDriftMs:
+            if self.too_far_ahead(ts[0]):
                 return
             if ts > (self._wall, self._counter):
                 self._wall, self._counter = ts

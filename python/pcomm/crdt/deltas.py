@@ -3,14 +3,16 @@
 One local write = one delta, numbered ``seq`` = 1, 2, ... per writer and signed by the
 writer's libp2p key (envelope: ../discovery/signed.py). Its payload::
 
-    {"store": name, "writer": "PEER_ID/INCARNATION", "seq": n, "obj": object name, "t": type, "d": delta}
+    {"store": name, "writer": "PEER_ID/INCARNATION", "seq": n, "obj": object name, "t": type, "d": delta,
+     "cert": writer certificate (stores of runs with a secret only, see admission.py)}
 
 A writer is one key *and one delta log*: ``INCARNATION`` (16 hex digits) is drawn when a
 replica starts without its old log (kept in the log when there is one), so a restarted
 peer never reuses a seq its earlier life already spent. ``PEER_ID`` must be the signing
 key's peer id, so nobody can write in another replica's name; ``d`` must have the shape
 its type expects (types.py). A delta that fails any check is refused with
-InvalidDeltaError and never touches the state.
+InvalidDeltaError and never touches the state. Whether its writer is admitted and its
+timestamp plausible is the receiving store's decision (RefusedDeltaError, store.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from libp2p.crypto.keys import PrivateKey
 from libp2p.peer.id import ID
 
+from ..discovery.run_proof import is_tag
 from ..discovery.signed import BadEnvelope, depth, kMaxDepth, parse_json, seal, unseal
 from ..errors import InvalidArgumentError, PcommError
 from .types import TYPES
@@ -40,6 +43,12 @@ class InvalidDeltaError(PcommError, ValueError):
     """A delta is malformed, unsigned, forged or for another store."""
 
 
+class RefusedDeltaError(InvalidDeltaError):
+    """A well-formed, correctly signed delta that a replica does not take: its writer is
+    not admitted by the run secret, or its timestamp is too far ahead of the replica's
+    clock."""
+
+
 @dataclass(frozen=True)
 class Delta:
     store: str
@@ -50,6 +59,12 @@ class Delta:
     d: dict
     raw: bytes
     text: str  # the signed payload (two envelopes of one payload are the same delta)
+    cert: str | None = None  # the writer's certificate (admission.py), if it has one
+
+    @property
+    def peer_id(self) -> str:
+        """The writer's peer id (its key), without the incarnation."""
+        return self.writer.partition("/")[0]
 
 
 def make_writer(peer_id: str, incarnation: str) -> str:
@@ -115,13 +130,16 @@ def _check_finite(value: Any) -> None:
             _check_finite(v)
 
 
-def sign_delta(key: PrivateKey, store: str, seq: int, obj: str, type_name: str, d: dict, incarnation: str = "0" * 16) -> Delta:
+def sign_delta(key: PrivateKey, store: str, seq: int, obj: str, type_name: str, d: dict, incarnation: str = "0" * 16,
+               cert: str | None = None) -> Delta:
     try:
         check_content(type_name, d)
     except ValueError as e:
         raise InvalidArgumentError(str(e)) from None
     writer = make_writer(ID.from_pubkey(key.get_public_key()).to_base58(), incarnation)
     payload = {"store": store, "writer": writer, "seq": seq, "obj": obj, "t": type_name, "d": d}
+    if cert is not None:
+        payload["cert"] = cert
     try:
         text = json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -131,7 +149,7 @@ def sign_delta(key: PrivateKey, store: str, seq: int, obj: str, type_name: str, 
     raw = seal(key, kPrefix, text)
     if len(raw) > kMaxDeltaBytes:
         raise InvalidArgumentError(f"one write is limited to {kMaxDeltaBytes} bytes encoded; this one is {len(raw)}")
-    return Delta(store, writer, seq, obj, type_name, d, raw, text)
+    return Delta(store, writer, seq, obj, type_name, d, raw, text, cert)
 
 
 def verify_delta(raw: object, store: str) -> Delta:
@@ -141,10 +159,10 @@ def verify_delta(raw: object, store: str) -> Delta:
         raise InvalidDeltaError(f"delta {e}") from None
     try:
         p = parse_json(text)
-        fields = (p["store"], p["writer"], p["seq"], p["obj"], p["t"], p["d"])
+        fields = (p["store"], p["writer"], p["seq"], p["obj"], p["t"], p["d"], p.get("cert"))
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidDeltaError(f"malformed delta payload: {e}") from None
-    d_store, writer, seq, obj, type_name, d = fields
+    d_store, writer, seq, obj, type_name, d, cert = fields
     if d_store != store:
         raise InvalidDeltaError(f"delta is for store {d_store!r}, not {store!r}")
     if not _good_writer(writer, signer):
@@ -159,4 +177,6 @@ def verify_delta(raw: object, store: str) -> Delta:
         check_content(type_name, d)
     except ValueError as e:
         raise InvalidDeltaError(f"malformed delta content: {e}") from None
-    return Delta(store, writer, seq, obj, type_name, d, bytes(raw), text)  # type: ignore[arg-type]
+    if cert is not None and not is_tag(cert):
+        raise InvalidDeltaError("malformed delta payload: cert must be 64 lowercase hex digits")
+    return Delta(store, writer, seq, obj, type_name, d, bytes(raw), text, cert)  # type: ignore[arg-type]

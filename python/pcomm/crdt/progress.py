@@ -62,7 +62,8 @@ def _number(value: Any) -> float | None:
 
 def progress_table(store: Any, now: float | None = None) -> str:
     """The ``progress`` map as an aligned text table, most advanced peer first. Entries
-    that are not progress reports (anyone can write to the store) are shown as '?'."""
+    that are not progress reports (any admitted writer, or anyone in a store without a
+    run secret, can write to the map) are shown as '?'."""
     now = time.time() if now is None else now
     rows = []
     for writer, e in store.map("progress").items():

@@ -12,8 +12,10 @@ writer, so a lost message or a broken stream only means the next round sends the
 deltas again, and a duplicate is ignored. A round runs every ``sync_interval`` with each
 known replica, and right after a local write. Replicas are found through the DHT: each
 store publishes a ``peer`` record under the run name ``crdt:<store name>`` whose
-address names the publisher's own peer id; a replica that fails ``kMaxFailures``
-exchanges in a row is forgotten until the DHT (or a new exchange) brings it back.
+address names the publisher's own peer id (proving the node's run secret, when it has
+one: such a node finds only replicas that prove it too); a replica that fails
+``kMaxFailures`` exchanges in a row is forgotten until the DHT (or a new exchange)
+brings it back. Which deltas a replica takes is the store's decision (admission.py).
 
 Everything here runs on the node's trio thread, except the store calls (signature
 checks, the SQLite commit, digests under the store's lock), which run on worker

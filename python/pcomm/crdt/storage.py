@@ -55,6 +55,13 @@ class DeltaLog:
             self._commit("INSERT INTO writers (store, peer, incarnation) VALUES (?, ?, ?)", [(store, peer, fresh)])
             return fresh
 
+    def renew_incarnation(self, store: str, peer: str, fresh: str) -> str:
+        """Records ``fresh`` as this peer's incarnation for ``store`` (a new writer with
+        a new sequence) and returns it."""
+        with self._lock:
+            self._commit("INSERT OR REPLACE INTO writers (store, peer, incarnation) VALUES (?, ?, ?)", [(store, peer, fresh)])
+        return fresh
+
     def append(self, store: str, rows: list[tuple[str, int, bytes]]) -> None:
         """Commits (writer, seq, raw) rows; already present rows are ignored."""
         with self._lock:

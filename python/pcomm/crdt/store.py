@@ -10,6 +10,10 @@ A write is applied locally, made durable (with ``path``) and returns; replicatio
 (replication.py) carries it to the other replicas of the same store name. Reads see the
 local state at once. Replicas that saw the same writes hold the same state, whatever
 the order, loss or duplication of messages.
+
+With the run secret a store takes deltas only from writers the run admitted, and any
+store refuses writes stamped more than a minute ahead of its clock (admission.py);
+``refused_writers`` and ``refused_future`` count the deltas refused.
 """
 
 from __future__ import annotations
@@ -25,16 +29,20 @@ from typing import Any, AsyncIterator, Callable
 
 from libp2p.peer.id import ID
 
+from .._secret import resolve as resolve_secret
 from ..discovery.host import load_or_create_key
 from ..discovery.records import check_run
 from .._timeouts import to_seconds
 from ..errors import InvalidArgumentError
+from .admission import check_admitted, check_not_ahead, writer_cert
 from .clock import HLC
-from .deltas import Delta, InvalidDeltaError, check_name, make_writer, sign_delta, verify_delta
+from .deltas import Delta, InvalidDeltaError, RefusedDeltaError, check_name, make_writer, sign_delta, verify_delta
 from .storage import DeltaLog
 from .types import TYPES, canonical
 
 log = logging.getLogger("pcomm.crdt")
+
+kMaxRefusedIds = 65536  # refused deltas remembered (each is counted once); the memory is reset when full
 
 
 @dataclass(frozen=True)
@@ -63,11 +71,15 @@ class Store:
         sync_interval: seconds between anti-entropy rounds with each replica.
         announce: publish this replica in the DHT so others sync with it (False for a
             short-lived reader such as ``pcomm progress``: it only pulls).
+        secret: the run secret (bytes or str). Its writes carry a certificate of it, and
+            deltas of writers without one are refused. None: ``$PCOMM_SECRET_FILE``,
+            else the node's secret, else none (the store takes deltas from anyone).
 
     Objects are named per type: ``map("x")`` and ``counter("x")`` are two objects.
     """
 
-    def __init__(self, name: str, node: Any = None, path: str | None = None, *, sync_interval: float = 1.0, announce: bool = True) -> None:
+    def __init__(self, name: str, node: Any = None, path: str | None = None, *, sync_interval: float = 1.0, announce: bool = True,
+                 secret: bytes | str | None = None) -> None:
         try:
             check_run(name)  # the name is also a DHT record name
         except InvalidArgumentError:
@@ -86,6 +98,10 @@ class Store:
         else:
             self._key = load_or_create_key(None)
         self.peer_id = ID.from_pubkey(self._key.public_key).to_base58()
+        self._secret = resolve_secret(secret)
+        if self._secret is None and node is not None:
+            self._secret = node._secret
+        self._cert = writer_cert(self._secret, name, self.peer_id) if self._secret is not None else None
         self._lock = threading.RLock()
         self._closed = False
         self._clock = HLC()
@@ -98,13 +114,19 @@ class Store:
         self._raw_ids: set[bytes] = set()  # hashes of the held deltas' bytes
         self._subscribers: list[Callable[[Change], None]] = []
         self.rejected = 0  # deltas refused (bad signature, malformed, wrong store, equivocation)
+        self.refused_writers = 0  # deltas of writers the run did not admit (each counted once)
+        self.refused_future = 0  # deltas stamped more than a minute ahead of our clock (each counted once)
+        self._refused: dict[bytes, str] = {}  # raw id -> "writer" or "future", for counting once
         self._log = DeltaLog(os.path.expanduser(path)) if path is not None else None
         fresh = secrets.token_hex(8)
         incarnation = self._log.incarnation(name, self.peer_id, fresh) if self._log is not None else fresh
         self._incarnation = incarnation
         self.writer = make_writer(self.peer_id, incarnation)  # this replica's writer id
-        if self._log is not None:
-            self._replay(self._log.load(name))
+        if self._log is not None and self._replay(self._log.load(name)):
+            # This key wrote here without the secret it has now: every replica refuses
+            # those deltas, so it writes on as a new writer rather than reuse their seqs.
+            self._incarnation = self._log.renew_incarnation(name, self.peer_id, secrets.token_hex(8))
+            self.writer = make_writer(self.peer_id, self._incarnation)
         self._replicator = None
         if node is not None:
             from .replication import Replicator
@@ -167,6 +189,13 @@ class Store:
         return replicator.replica_count if replicator is not None else 0
 
     @property
+    def refused(self) -> int:
+        """Deltas refused for their writer or their timestamp (``refused_writers`` +
+        ``refused_future``; malformed and forged ones are in ``rejected``)."""
+        with self._lock:
+            return self.refused_writers + self.refused_future
+
+    @property
     def writes(self) -> int:
         """Deltas held (from every writer)."""
         with self._lock:
@@ -212,7 +241,7 @@ class Store:
             if d is None:
                 return
             seq = len(self._deltas.get(self.writer, ())) + 1
-            delta = sign_delta(self._key.private_key, self.name, seq, obj, type_name, d, self._incarnation)
+            delta = sign_delta(self._key.private_key, self.name, seq, obj, type_name, d, self._incarnation, self._cert)
             if self._log is not None:
                 self._log.append(self.name, [(delta.writer, delta.seq, delta.raw)])  # durable first
             changes = self._apply(delta, local=True)
@@ -223,19 +252,27 @@ class Store:
 
     def receive(self, raws: list[bytes]) -> int:
         """Verifies and applies deltas from another replica; returns how many were new.
-        Bad deltas are counted in ``rejected`` and skipped (one warning per batch). A
-        writer's deltas are taken in seq order only: one beyond a gap waits for the
-        next round, which brings the missing one first."""
+        Bad deltas are counted in ``rejected``, deltas of writers the run did not admit
+        in ``refused_writers``, deltas from the future in ``refused_future``; all are
+        skipped (one warning per batch). A writer's deltas are taken in seq order only:
+        one beyond a gap waits for the next round, which brings the missing one first."""
         ids = [_raw_id(r) for r in raws]  # hashed outside the lock
-        with self._lock:  # exact copies of held deltas arrive often (full mesh): skip them cheaply
-            raws = [r for r, i in zip(raws, ids) if i not in self._raw_ids]
+        with self._lock:  # exact copies of held (or unadmitted) deltas arrive often: skip them cheaply
+            pending = [(r, i) for r, i in zip(raws, ids) if i not in self._raw_ids and self._refused.get(i) != "writer"]
         checked: list[Delta] = []
+        refused: list[tuple[bytes, str, str]] = []  # (raw id, why, message)
         bad, first_error = 0, ""
-        for raw in raws:  # signature checks: outside the lock
+        for raw, raw_id in pending:  # signature and admission checks: outside the lock
             try:
-                checked.append(verify_delta(raw, self.name))
+                delta = verify_delta(raw, self.name)
             except InvalidDeltaError as e:
                 bad, first_error = bad + 1, first_error or str(e)
+                continue
+            why = self._refusal(delta)
+            if why is not None:
+                refused.append((raw_id, *why))
+                continue
+            checked.append(delta)
         if bad:
             log.warning("store %s: rejected %d delta(s), first: %s", self.name, bad, first_error)
         checked.sort(key=lambda d: (d.writer, d.seq))
@@ -243,6 +280,7 @@ class Store:
         fresh_ids: dict[tuple[str, int], bytes] = {}
         with self._lock:
             self.rejected += bad
+            self._count_refused(refused)
             if self._closed:
                 return 0
             next_seq: dict[str, int] = {}
@@ -266,6 +304,32 @@ class Store:
                 changes += self._apply(d, local=False)
         self._notify(changes)
         return len(fresh)
+
+    def _refusal(self, delta: Delta) -> tuple[str, str] | None:
+        """("writer" or "future", why) if this replica does not take ``delta``."""
+        try:
+            check_admitted(delta, self._secret)
+        except RefusedDeltaError as e:
+            return "writer", str(e)
+        try:
+            check_not_ahead(delta, self._clock)
+        except RefusedDeltaError as e:
+            return "future", str(e)
+        return None
+
+    def _count_refused(self, refused: list[tuple[bytes, str, str]]) -> None:
+        """Counts each refused delta once (they come back every round). Lock held."""
+        new = [(raw_id, why, message) for raw_id, why, message in refused if raw_id not in self._refused]
+        if len(self._refused) + len(new) > kMaxRefusedIds:
+            self._refused.clear()
+        for raw_id, why, _ in new:
+            self._refused[raw_id] = why
+            if why == "writer":
+                self.refused_writers += 1
+            else:
+                self.refused_future += 1
+        if new:
+            log.warning("store %s: refused %d delta(s), first: %s", self.name, len(new), new[0][2])
 
     def missing_for(self, digest: dict[str, int], max_bytes: int) -> list[bytes]:
         """Deltas this replica holds beyond ``digest``, in seq order per writer, up to
@@ -292,14 +356,25 @@ class Store:
         self._raw_ids.add(_raw_id(delta.raw))
         return [Change(delta.obj, delta.type, k, v, delta.writer, local) for k, v in obj.apply(delta.d, delta.writer, delta.seq)]
 
-    def _replay(self, raws: list[bytes]) -> None:
-        deltas = []
+    def _replay(self, raws: list[bytes]) -> bool:
+        """Applies the database's deltas; returns True if rows of this replica's own
+        writer were refused (written without the run secret this store has now).
+        Timestamps are not checked: each row was taken when it was within the minute."""
+        deltas, refused, own_refused = [], [], False
         for raw in raws:
             try:
-                deltas.append(verify_delta(raw, self.name))
+                delta = verify_delta(raw, self.name)
+                check_admitted(delta, self._secret)
+            except RefusedDeltaError as e:
+                refused.append((_raw_id(raw), "writer", str(e)))
+                own_refused = own_refused or delta.writer == self.writer
+                continue
             except InvalidDeltaError as e:
                 self.rejected += 1
                 log.error("store %s: skipping a damaged row of the database: %s", self.name, e)
+                continue
+            deltas.append(delta)
+        self._count_refused(refused)
         deltas.sort(key=lambda d: (d.writer, d.seq))
         for d in deltas:
             if d.seq == len(self._deltas.get(d.writer, ())) + 1:
@@ -307,6 +382,7 @@ class Store:
             else:
                 log.error("store %s: the database lacks seq %d of writer %s; later ones are skipped",
                           self.name, len(self._deltas.get(d.writer, ())) + 1, d.writer)
+        return own_refused
 
     def _notify(self, changes: list[Change]) -> None:
         if not changes:

@@ -12,6 +12,13 @@ record lookup, the ``kGetQuorum`` closest: each of them holds every publisher's
 record, so asking more only costs time). A publish stores the signed record on those
 ``kReplication`` nodes and is repeated every ``ttl / 3`` so records outlive churn and
 vanish ``ttl`` after the publisher stops.
+
+A node given the run secret (``secret=``, else ``$PCOMM_SECRET_FILE``) publishes records
+that prove it, and its lookups return only records that prove it; a node without one
+publishes and returns only records without a proof (runs without a secret). Records a
+lookup leaves out are counted in ``ignored_records``. Storing records for others needs
+no secret: a server node checks what any node can (records.verify_record) and stores
+records of every run.
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from .. import _secret
 from .._timeouts import default_timeout, to_seconds
 from ..errors import DiscoveryError, InvalidArgumentError, InvalidRecordError
 from . import wire
 from ._runner import TrioThread, has_cancelled
 from .host import load_or_create_key, make_host, parse_bootstrap, parse_listen, stop_auto_dialing
-from .records import Record, check_addrs, check_kind, check_run, dht_key, sign_record, verify_record
+from .records import Record, check_addrs, check_kind, check_proof, check_run, dht_key, kMaxTtl, sign_record, verify_record
 from .routing import Contact, RecordStore, RoutingTable, key_id, node_id, peer_node_id
 
 log = logging.getLogger("pcomm.discovery")
@@ -82,6 +90,9 @@ class Node:
         announce: multiaddrs to advertise instead of the listen address.
         server: answer DHT requests and store records (False: only ask).
         timeout: default deadline for start, publish and lookup (seconds).
+        secret: the run secret (bytes or str) this node's records prove and its lookups
+            ask for; None: the one in ``$PCOMM_SECRET_FILE``, else none (a run without a
+            secret). See the module docstring.
     """
 
     def __init__(
@@ -93,6 +104,7 @@ class Node:
         announce: list[str] | None = None,
         server: bool = True,
         timeout: float | timedelta | None = None,
+        secret: bytes | str | None = None,
     ) -> None:
         if isinstance(bootstrap, str):
             raise InvalidArgumentError("bootstrap must be a list of multiaddrs, not one string")
@@ -101,13 +113,15 @@ class Node:
         self._announce = [str(parse_listen(a, "each announce address")) for a in announce] if announce else None
         self.server = bool(server)
         self.timeout = default_timeout(timeout)
+        self._secret = _secret.resolve(secret)
         self._key = load_or_create_key(key_file)
         self.peer_id = ID.from_pubkey(self._key.public_key).to_base58()
         self._table = RoutingTable(node_id(ID.from_base58(self.peer_id).to_bytes()))
         self._store = RecordStore()
         self._runner = TrioThread(f"pcomm-dht-{self.peer_id[-6:]}")
         self._host: Any = None
-        self.rejected_records = 0  # invalid records received (forged, malformed, expired)
+        self.rejected_records = 0  # invalid records received (forged, malformed, expired, from the future)
+        self.ignored_records = 0  # copies of valid records lookups left out: they do not fit this node's run secret
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -149,6 +163,11 @@ class Node:
     def stored_records(self) -> int:
         return len(self._store)
 
+    @property
+    def has_secret(self) -> bool:
+        """True if this node proves and checks a run secret."""
+        return self._secret is not None
+
     # -- public operations (any thread; `a`-prefixed ones from asyncio) -------------
 
     def publish(self, kind: str, run: str, addrs: list[str], ttl: float = kDefaultTtl, timeout: float | timedelta | None = None) -> Announcement:
@@ -162,8 +181,8 @@ class Node:
         return await self._runner.acall(self._publish_first, announcement, timeout=self._deadline(timeout), what=f"publish {kind} for run '{run}'")
 
     def lookup(self, kind: str, run: str, timeout: float | timedelta | None = None) -> list[Record]:
-        """Every live, correctly signed record of ``kind`` for ``run``, newest first
-        (empty if none)."""
+        """Every live, correctly signed record of ``kind`` for ``run`` that fits this
+        node's run secret (see the module docstring), newest first (empty if none)."""
         key = dht_key(check_kind(kind), check_run(run))
         return self._runner.call(self._get, key, timeout=self._deadline(timeout), what=f"look up {kind} for run '{run}'")
 
@@ -184,6 +203,9 @@ class Node:
     def _announcement(self, kind: str, run: str, addrs: list[str], ttl: float) -> Announcement:
         ttl_s = to_seconds(ttl, "ttl")
         assert ttl_s is not None
+        if ttl_s > kMaxTtl:
+            raise InvalidArgumentError(f"ttl is {ttl_s:g} s; DHT nodes refuse records that live over {kMaxTtl:g} s "
+                                       "(the record is refreshed every ttl/3 anyway)")
         return Announcement(self, check_kind(kind), check_run(run), check_addrs(addrs), ttl_s)
 
     # -- trio side ------------------------------------------------------------------
@@ -279,7 +301,8 @@ class Node:
         found: dict[str, Record] = {}
         if get_key is not None and self.server:
             for r in self._store.get(get_key, time.time()):
-                found[r.publisher] = r
+                if self._believed(r, "this node's store"):
+                    found[r.publisher] = r
         while True:
             order = sorted(known.values(), key=lambda c: c.id ^ target)
             live = [c for c in order if c.peer_id not in asked or c.peer_id in answered][:width]
@@ -323,9 +346,22 @@ class Node:
             if dht_key(record.kind, record.run) != get_key:
                 self.rejected_records += 1
                 continue
+            if not self._believed(record, contact.peer_id[-8:]):
+                continue
             old = found.get(record.publisher)
             if old is None or old.seq < record.seq:
                 found[record.publisher] = record
+
+    def _believed(self, record: Record, source: str) -> bool:
+        """True if a lookup may return ``record`` (records.check_proof with this node's
+        secret); counts and logs (debug) the ones it may not."""
+        try:
+            check_proof(record, self._secret)
+        except InvalidRecordError as e:
+            self.ignored_records += 1
+            log.debug("lookup: ignoring a record from %s: %s", source, e)
+            return False
+        return True
 
     async def _get(self, key: bytes) -> list[Record]:
         _, records = await self._iterate(key_id(key), key)
@@ -374,7 +410,8 @@ class Node:
 
     async def _publish_once(self, announcement: Announcement) -> int:
         now = time.time()
-        record = sign_record(self._key.private_key, announcement.kind, announcement.run, announcement.addrs, time.time_ns(), now + announcement.ttl)
+        record = sign_record(self._key.private_key, announcement.kind, announcement.run, announcement.addrs, time.time_ns(),
+                             now + announcement.ttl, secret=self._secret)
         announcement.stored_on = await self._put(dht_key(announcement.kind, announcement.run), record.raw)
         return announcement.stored_on
 
