@@ -10,6 +10,9 @@ used beyond its imports and its tensor ("extra MiB").
                                                      # the fraction of the ring bound
     python bench/allreduce.py --quantization minmax_u8   # pcomm only: wire bytes and the
                                                          # speed-up over float32
+    python bench/allreduce.py --secret               # also pcomm with a run secret (TLS on
+                                                     # every link): busbw against plain pcomm,
+                                                     # and rank 0's connect() time for both
 
 Not part of the test suite. Numbers depend on the machine: compare ratios, not times.
 """
@@ -20,9 +23,11 @@ import argparse
 import json
 import os
 import resource
+import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 MiB = 2**20
@@ -43,7 +48,9 @@ def pcomm_worker(args) -> None:
 
     baseline = rss_mib()
     comm = pcomm.Communicator(args.address, timeout=300, connections_per_peer=args.connections)
+    start = time.perf_counter()
     comm.connect()
+    connect_s = time.perf_counter() - start
     while comm.world_size < args.world:
         comm.update_topology()
     for size in args.sizes:
@@ -58,8 +65,8 @@ def pcomm_worker(args) -> None:
             wire = info.bytes_sent
         expect = float(args.world)
         assert x[0] == expect and x[-1] == expect, f"wrong result {x[0]} != {expect}"
-        print(json.dumps({"size": size, "times": times, "rss_extra": rss_mib() - baseline - size, "wire": wire}),
-              flush=True)
+        print(json.dumps({"size": size, "times": times, "rss_extra": rss_mib() - baseline - size, "wire": wire,
+                          "connect": connect_s}), flush=True)
     comm.close()
 
 
@@ -127,6 +134,7 @@ def run_peers(system: str, world: int, sizes, address: str, prefixes, extra) -> 
             "median": statistics.median(max(t) for t in per_rep),
             "rss_extra": max(r[i]["rss_extra"] for r in results),
             "wire": results[0][i]["wire"],
+            "connect": results[0][i].get("connect", 0.0),  # rank 0: admitted at once, no waiting
         }
     return by_size
 
@@ -160,6 +168,7 @@ def main() -> None:
     parser.add_argument("--quantization", default=None, choices=[None, "minmax_u8"])
     parser.add_argument("--capped", metavar="RATE", help="cap every peer link with tbf (e.g. 200mbit)")
     parser.add_argument("--no-gloo", action="store_true", help="skip the Gloo baseline")
+    parser.add_argument("--secret", action="store_true", help="also run pcomm with a run secret (TLS)")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
     if args.worker:
@@ -181,14 +190,24 @@ def main() -> None:
             host = "198.18.0.254" if ns else "127.0.0.1"
             prefixes = [ns.prefix(r) if ns else [] for r in range(world)]
             rows = {}
-            systems = [("pcomm", args.quantization)]
+            systems = [(args.quantization, False)]
             if args.quantization:
-                systems.insert(0, ("pcomm", None))
-            for _system, quant in systems:
-                with pcomm.Coordinator(listen=f"{host}:0", heartbeat_timeout=30) as coord:
-                    q = ["--quantization", quant] if quant else []
-                    rows[f"pcomm {quant or 'float32'}"] = run_peers("pcomm", world, args.sizes, coord.address,
-                                                                     prefixes, extra + q)
+                systems.insert(0, (None, False))
+            if args.secret:
+                systems.append((args.quantization, True))
+            for quant, secure in systems:
+                secret = secrets.token_hex(32) if secure else None
+                with tempfile.NamedTemporaryFile("w", prefix="pcomm-bench-secret-") as f:
+                    f.write(secret or "")
+                    f.flush()
+                    # Workers read the secret from the file; without one they must not
+                    # inherit a secret from the environment either.
+                    os.environ["PCOMM_SECRET_FILE"] = f.name if secure else ""
+                    with pcomm.Coordinator(listen=f"{host}:0", heartbeat_timeout=30, secret=secret,
+                                           insecure=not secure) as coord:
+                        q = ["--quantization", quant] if quant else []
+                        name = f"pcomm {quant or 'float32'}{' tls' if secure else ''}"
+                        rows[name] = run_peers("pcomm", world, args.sizes, coord.address, prefixes, extra + q)
             if not args.no_gloo and not args.quantization:
                 master = "198.18.0.1" if ns else "127.0.0.1"
                 rows["gloo"] = run_peers("gloo", world, args.sizes, f"{master}:{free_port()}", prefixes, [])
@@ -207,6 +226,12 @@ def main() -> None:
                     wire = f"{r['wire'] / MiB:.1f}" if r["wire"] else "-"
                     print(f"{world:>2} {size:>5} {name:<18}{r['median']:>10.4f}{algbw:>12.3f}{busbw:>12.3f}"
                           f"{ratio:>11.2f}{bound:>12}{r['rss_extra']:>10.0f}{wire:>10}", flush=True)
+                plain, tls = rows.get(f"pcomm {args.quantization or 'float32'}"), rows.get(
+                    f"pcomm {args.quantization or 'float32'} tls")
+                if plain and tls:
+                    print(f"{world:>2} {size:>5} tls/plain busbw {plain[size]['median'] / tls[size]['median']:.2f}; "
+                          f"rank 0 connect() {plain[size]['connect'] * 1e3:.1f} ms plain, "
+                          f"{tls[size]['connect'] * 1e3:.1f} ms tls", flush=True)
         finally:
             if ns:
                 ns.__exit__(None, None, None)

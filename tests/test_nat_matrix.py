@@ -182,7 +182,7 @@ def test_garbage_and_unknown_tokens_on_the_relay_close_only_that_connection(net,
     connect_all([c1, c2])
     relay = c1.ok("links")[0]["remote"].split(" ", 1)[1]
     host, port = relay.rsplit(":", 1)
-    for junk in (b"\x16\x03\x01\x00\xa5garbage" * 10,
+    for junk in (b"\x16\x03\x01\x00\xa5garbage" * 20,  # a whole TLS record of garbage (an incomplete one waits)
                  b"PCOM" + struct.pack("<HHI", pcomm.PROTOCOL_VERSION, 42, 36) + struct.pack("<I", 32) + b"0" * 32):
         s = socket.create_connection((host, int(port)), timeout=5)
         s.sendall(junk)

@@ -312,7 +312,8 @@ short TlsLink::poll_events(bool send, bool recv) const {
 
 bool TlsLink::holds_input() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return (done_ && SSL_has_pending(native_->ssl)) || inner_->recv_ready();
+  // SSL_pending: decrypted bytes ready (not SSL_has_pending, which counts part of a record).
+  return (done_ && SSL_pending(native_->ssl) > 0) || inner_->recv_ready();
 }
 
 size_t TlsLink::write_record(const uint8_t* data, size_t size, bool* would_block) {

@@ -8,7 +8,7 @@
 
 The run secret comes from --secret-file, else from the file named by $PCOMM_SECRET_FILE.
     pcomm dht --listen /ip4/HOST/tcp/PORT [--bootstrap MULTIADDR ...] [--key-file PATH]
-    pcomm progress --run RUN --bootstrap MULTIADDR ... [--watch SECONDS]
+    pcomm progress --run RUN --bootstrap MULTIADDR ... [--watch SECONDS] [--secret-file PATH]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _start_announcing(kind: str, run: str, listening: str, args: argparse.Namesp
     from .discovery.runs import advertised_address, announce
 
     address = args.advertise or advertised_address(listening, args.bootstrap)
-    node, published = announce(kind, run, address, args.bootstrap, key_file=args.key_file)
+    node, published = announce(kind, run, address, args.bootstrap, key_file=args.key_file, secret=_secret_of(args))
     print(f"announced {address} for run '{run}' on {published.stored_on} DHT nodes", flush=True)
     return node
 
@@ -161,7 +161,7 @@ def _progress(args: argparse.Namespace) -> int:
     from .errors import DiscoveryError
 
     stop = _stop_on_signals()
-    with Node(bootstrap=args.bootstrap, server=False, timeout=args.timeout).start() as node:
+    with Node(bootstrap=args.bootstrap, server=False, timeout=args.timeout, secret=_secret_of(args)).start() as node:
         store = Store(args.run, node=node, announce=False)
         try:
             deadline = time.monotonic() + args.timeout
@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     prog.add_argument("--bootstrap", nargs="+", required=True, metavar="MULTIADDR", help="DHT nodes to find the run's replicas")
     prog.add_argument("--watch", type=float, metavar="SECONDS", help="print again every SECONDS until Ctrl-C")
     prog.add_argument("--timeout", type=float, default=30.0, help="seconds to find a replica and sync (default 30)")
+    prog.add_argument("--secret-file", metavar="PATH", help="file holding the run secret (default: $PCOMM_SECRET_FILE)")
     prog.set_defaults(func=_progress)
     return parser
 

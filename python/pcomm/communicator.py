@@ -150,7 +150,7 @@ class Communicator:
                 raise InvalidArgumentError("give coordinator='host:port', or run='name' with bootstrap=[multiaddr, ...]")
             from .discovery.runs import find_run  # imports py-libp2p: only when asked for
 
-            found = find_run(run, bootstrap, default_timeout(timeout))
+            found = find_run(run, bootstrap, default_timeout(timeout), secret=key)
             coordinator, self.relays = found.coordinator, found.relays
         if not isinstance(coordinator, str):
             raise InvalidArgumentError(f"coordinator must be a 'host:port' string, got {coordinator!r}")
