@@ -18,6 +18,7 @@ namespace {
 constexpr unsigned char kAes128GcmSha256[2] = {0x13, 0x01};
 constexpr size_t kRecord = 16384;            // TLS's largest record payload
 constexpr size_t kSendBudget = 1u << 20;     // bytes one send_raw call encrypts at most
+constexpr size_t kReadBuffer = 256 * 1024;   // OpenSSL's read-ahead buffer per link
 constexpr size_t kMaxIdentity = 256;         // a longer PSK identity is refused
 constexpr unsigned kPskExtension = 41;       // pre_shared_key (RFC 8446 4.2.11)
 constexpr uint8_t kHandshakeRecord = 22;     // the content type a ClientHello arrives in
@@ -170,6 +171,9 @@ struct Contexts {
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    // Read ahead into a large buffer: one recv takes many records, not two per record.
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx, kReadBuffer);
     SSL_CTX_set_client_hello_cb(ctx, client_hello, nullptr);
     SSL_CTX_set_psk_use_session_callback(ctx, client_psk);
     SSL_CTX_set_psk_find_session_callback(ctx, server_psk);
@@ -312,8 +316,10 @@ short TlsLink::poll_events(bool send, bool recv) const {
 
 bool TlsLink::holds_input() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  // SSL_pending: decrypted bytes ready (not SSL_has_pending, which counts part of a record).
-  return (done_ && SSL_pending(native_->ssl) > 0) || inner_->recv_ready();
+  // Buffered bytes hold a whole record unless the last read ran dry (then what is left is
+  // part of a record, and only the fd can complete it).
+  return (done_ && (SSL_pending(native_->ssl) > 0 || (!drained_ && SSL_has_pending(native_->ssl)))) ||
+         inner_->recv_ready();
 }
 
 size_t TlsLink::write_record(const uint8_t* data, size_t size, bool* would_block) {
@@ -405,10 +411,14 @@ size_t TlsLink::recv_raw(void* buf, size_t len) {
       continue;
     }
     int err = SSL_get_error(native_->ssl, 0);
-    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) break;
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+      drained_ = true;
+      return got;
+    }
     if (got > 0) break;  // hand over what arrived; the error shows on the next call
     fail("receive from", err);
   }
+  drained_ = false;  // stopped with the caller's buffer full: more records may be buffered
   return got;
 }
 

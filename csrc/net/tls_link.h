@@ -93,6 +93,7 @@ class TlsLink : public Link {
   mutable std::mutex mutex_;
   bool done_ = false;
   short want_ = 0;  // what the handshake waits for: POLLIN, POLLOUT, or 0 (a key)
+  bool drained_ = true;  // the last read consumed every whole record OpenSSL had buffered
   std::vector<uint8_t> pending_;  // plaintext of a record OpenSSL has taken but not flushed
   std::vector<uint8_t> gather_;   // small iovecs gathered into one record
 
