@@ -62,7 +62,7 @@ void Reader::finish() const {
 std::vector<uint8_t> make_frame(uint16_t type, const std::vector<uint8_t>& payload, uint16_t version) {
   std::vector<uint8_t> frame(kHeaderSize + payload.size());
   encode_header(Header{version, type, static_cast<uint32_t>(payload.size())}, frame.data());
-  std::memcpy(frame.data() + kHeaderSize, payload.data(), payload.size());
+  if (!payload.empty()) std::memcpy(frame.data() + kHeaderSize, payload.data(), payload.size());  // data() may be null
   return frame;
 }
 
