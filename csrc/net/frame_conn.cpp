@@ -60,7 +60,7 @@ void FramedConnection::read_some() {
     try {
       n = link_->recv_some(buf, sizeof buf);
     } catch (const IoError& e) {
-      close(in_.empty() ? std::string(e.what()) : std::string(e.what()) + " (in the middle of a frame)");
+      close(in_.size() == in_pos_ ? std::string(e.what()) : std::string(e.what()) + " (in the middle of a frame)");
       return;
     }
     if (n == 0) break;
@@ -82,10 +82,22 @@ void FramedConnection::read_some() {
 }
 
 void FramedConnection::parse_frames() {
-  while (!closed_ && !close_after_flush_ && in_.size() >= proto::kHeaderSize) {
+  // Kept first so it outlives `compact`: a handler may release the owner's reference.
+  auto self = shared_from_this();
+  // Frames are consumed from in_pos_; the buffer is compacted once per call, not per frame
+  // (a stream of tiny frames must not cost quadratic time).
+  struct Compact {
+    FramedConnection& c;
+    ~Compact() {
+      c.in_.erase(c.in_.begin(), c.in_.begin() + static_cast<std::ptrdiff_t>(c.in_pos_));
+      c.in_pos_ = 0;
+    }
+  } compact{*this};
+  while (!closed_ && !close_after_flush_ && in_.size() - in_pos_ >= proto::kHeaderSize) {
+    size_t used = in_pos_;
     proto::Header h;
     try {
-      h = proto::decode_header(in_.data());
+      h = proto::decode_header(in_.data() + used);
     } catch (const ProtocolError& e) {
       close(e.what());
       return;
@@ -103,12 +115,11 @@ void FramedConnection::parse_frames() {
       return;
     }
     size_t total = proto::kHeaderSize + h.length;
-    if (in_.size() < total) return;  // wait for the rest
+    if (in_.size() - used < total) return;  // wait for the rest
     // Control frames are small: copy the payload out so the handler may detach or close.
-    std::vector<uint8_t> payload(in_.begin() + proto::kHeaderSize,
-                                 in_.begin() + static_cast<std::ptrdiff_t>(total));
-    in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(total));
-    auto self = shared_from_this();  // the handler may release the owner's reference
+    auto start = in_.begin() + static_cast<std::ptrdiff_t>(used);
+    std::vector<uint8_t> payload(start + proto::kHeaderSize, start + static_cast<std::ptrdiff_t>(total));
+    in_pos_ += total;
     try {
       on_frame_(h.type, payload.data(), payload.size());
     } catch (const ProtocolError& e) {
@@ -212,8 +223,9 @@ std::shared_ptr<Link> FramedConnection::detach() {
   on_close_ = nullptr;
   loop_.post([frame_handler = std::move(on_frame_)] {});  // detach() may run inside it
   on_frame_ = nullptr;
-  link_->unread(in_.data(), in_.size());
+  link_->unread(in_.data() + in_pos_, in_.size() - in_pos_);
   in_.clear();
+  in_pos_ = 0;
   return std::move(link_);
 }
 

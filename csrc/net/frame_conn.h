@@ -72,6 +72,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   FrameHandler on_frame_;
   CloseHandler on_close_;
   std::vector<uint8_t> in_;
+  size_t in_pos_ = 0;  // in_[0, in_pos_) is parsed (parse_frames compacts it away)
   std::vector<uint8_t> out_;
   size_t out_pos_ = 0;
   bool closed_ = false;

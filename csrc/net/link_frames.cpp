@@ -1,6 +1,7 @@
 // Blocking frame helpers over a Link; see link_frames.h.
 #include "net/link_frames.h"
 
+#include <algorithm>
 #include <string>
 
 #include "core/errors.h"
@@ -31,8 +32,14 @@ std::vector<uint8_t> read_frame(Link& link, uint16_t* type, uint32_t max_payload
     throw ProtocolError("frame of " + std::to_string(h.length) + " bytes exceeds the limit of " +
                         std::to_string(max_payload));
   }
-  std::vector<uint8_t> payload(h.length);
-  link.recv_all(payload.data(), payload.size(), deadline, cancel);
+  // Grows with the bytes that arrived, not with the length the header claims.
+  constexpr size_t kStep = 64 * 1024;
+  std::vector<uint8_t> payload;
+  while (payload.size() < h.length) {
+    size_t at = payload.size();
+    payload.resize(at + std::min<size_t>(kStep, h.length - at));
+    link.recv_all(payload.data() + at, payload.size() - at, deadline, cancel);
+  }
   *type = h.type;
   return payload;
 }
