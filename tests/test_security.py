@@ -243,3 +243,31 @@ def test_python_and_cpp_derive_the_same_keys():
 
     for purpose in ("coordinator psk", "relay psk", "dht record"):
         assert _secret.derive(SECRET.encode(), purpose.encode()) == _pcomm._derive_key(SECRET.encode(), purpose)
+
+
+def test_a_member_cannot_pose_as_another_on_a_data_link(secret_file):
+    """Member A holds the key of pair (A, C). It may open a link to C as itself, but a
+    hello naming B on it is refused, and so is A's key presented under B's name."""
+    with pcomm.Coordinator(heartbeat_timeout=5.0, secret=SECRET) as coord:
+        peers = [PeerProcess(coord.address, timeout=30, env={"PCOMM_SECRET_FILE": secret_file}) for _ in range(3)]
+        try:
+            connect_all(peers)
+            a, b, c = (p.ok("info") for p in peers)
+            epoch = coord.epoch
+            key_ac = coord._impl._pair_key(epoch, a["peer_id"], c["peer_id"])
+
+            def hello(from_peer):
+                return frame(LINK_HELLO, string("default") + string(from_peer) + struct.pack("<QII", 99, 0, 1))
+
+            as_a = f"pcomm pair v1 {epoch} {a['peer_id']}"
+            as_b = f"pcomm pair v1 {epoch} {b['peer_id']}"
+            refused = _pcomm._tls_probe(c["data_address"], as_a, key_ac, send=hello(b["peer_id"]))
+            assert b"on a link keyed for peer " + a["peer_id"].encode() in refused
+            with pytest.raises(IoError, match="TLS handshake"):
+                _pcomm._tls_probe(c["data_address"], as_b, key_ac)
+            # The key itself is good: under its own name the handshake is taken.
+            assert _pcomm._tls_probe(c["data_address"], as_a, key_ac) == b""
+            all_reduce_is_exact(peers, 1000)  # and the run never noticed
+        finally:
+            for p in peers:
+                p.cleanup()

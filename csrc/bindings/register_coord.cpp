@@ -88,6 +88,10 @@ void register_coord(py::module_& m) {
            py::arg("listen"), py::arg("run"), py::arg("heartbeat_timeout"), py::arg("relays"),
            py::arg("secret"), py::arg("insecure"))
       .def("add_relay", &coord::Coordinator::add_relay, py::arg("address"))
+      .def("_pair_key", [](const coord::Coordinator& c, uint64_t epoch, const std::string& a, const std::string& b) {
+             auto k = c.pair_key(epoch, a, b);
+             return py::bytes(reinterpret_cast<const char*>(k.data()), k.size());
+           }, py::arg("epoch"), py::arg("a"), py::arg("b"))
       .def_property_readonly("relays", &coord::Coordinator::relays)
       .def("start", &coord::Coordinator::start)
       // stop() joins the loop thread, which never needs the GIL: release it while waiting.

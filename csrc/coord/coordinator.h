@@ -61,6 +61,11 @@ class Coordinator {
   // Adds a relay (e.g. one found in the DHT); any thread.
   void add_relay(const std::string& address);
   std::vector<std::string> relays() const;
+  // The key this coordinator issues to peers a and b for their links in epoch (runs with
+  // a secret). For tests that play a member: whoever owns the coordinator holds them all.
+  net::Key pair_key(uint64_t epoch, const std::string& a, const std::string& b) const {
+    return net::pair_key(pair_master_, epoch, a, b);
+  }
 
   // Snapshot for tests and the CLI; safe from any thread.
   struct Snapshot {
@@ -139,7 +144,7 @@ class Coordinator {
   std::map<std::string, int> strangers_per_source_;  // connections before hello, by host
   int strangers_ = 0;
   bool trim_due_ = false;  // strangers left: hand freed memory back to the system
-  net::Key pair_master_ = net::random_key();  // this coordinator's root of the pair keys
+  const net::Key pair_master_ = net::random_key();  // this coordinator's root of the pair keys
   std::mt19937_64 rng_;
   mutable std::mutex snapshot_mutex_;
   Snapshot snapshot_;
