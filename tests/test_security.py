@@ -16,7 +16,7 @@ import pcomm
 import pytest
 from harness import CoordinatorProcess, PeerProcess, all_reduce_is_exact, connect_all, make_input, sync_all, wait_for
 from pcomm import _pcomm
-from pcomm.errors import AuthenticationError, InvalidArgumentError, IoError
+from pcomm.errors import AuthenticationError, InvalidArgumentError
 
 SECRET = secrets.token_hex(32)
 HEADER = struct.Struct("<4sHHI")  # magic, version, type, payload length
@@ -108,7 +108,7 @@ def test_a_stranger_on_a_data_port_reads_no_data_and_no_state(secure_run):
     assert pattern not in b"".join(stolen)
     # A TLS client with a made-up data-link key is refused too.
     forged = f"pcomm pair v1 {coord.epoch} {peers[1].ok('info')['peer_id']}"
-    with pytest.raises(IoError, match="TLS handshake"):
+    with pytest.raises(AuthenticationError, match="TLS handshake"):
         _pcomm._tls_probe(addresses[0], forged, secrets.token_bytes(32))
     all_reduce_is_exact(peers, 4096)
 
@@ -232,7 +232,7 @@ def test_the_relay_takes_registrations_only_from_its_runs_coordinator():
             s.sendall(register)
             reply = drain(s, 3)
         assert b"takes registrations only from its run's coordinator" in reply
-        with pytest.raises(IoError, match="TLS handshake"):
+        with pytest.raises(AuthenticationError, match="TLS handshake"):
             _pcomm._tls_probe(relay.address, "pcomm relay v1", _pcomm._derive_key(b"x" * 32, "relay psk"))
         _pcomm._tls_probe(relay.address, "pcomm relay v1", _pcomm._derive_key(SECRET.encode(), "relay psk"))
         assert relay.stats()["refused"] >= 1
@@ -263,7 +263,7 @@ def test_a_member_cannot_pose_as_another_on_a_data_link(secret_file):
             as_b = f"pcomm pair v1 {epoch} {b['peer_id']}"
             refused = _pcomm._tls_probe(c["data_address"], as_a, key_ac, send=hello(b["peer_id"]))
             assert b"on a link keyed for peer " + a["peer_id"].encode() in refused
-            with pytest.raises(IoError, match="TLS handshake"):
+            with pytest.raises(AuthenticationError, match="TLS handshake"):
                 _pcomm._tls_probe(c["data_address"], as_b, key_ac)
             # The key itself is good: under its own name the handshake is taken.
             assert _pcomm._tls_probe(c["data_address"], as_a, key_ac) == b""
@@ -271,3 +271,30 @@ def test_a_member_cannot_pose_as_another_on_a_data_link(secret_file):
         finally:
             for p in peers:
                 p.cleanup()
+
+
+def test_many_peers_joining_at_once_from_one_host_all_get_in():  # more than the per-source cap
+    """80 joiners from one address at the same moment: each TLS handshake makes it a
+    stranger for a while, and the per-source cap must not turn that into refusals."""
+    with pcomm.Coordinator(heartbeat_timeout=5.0, secret=SECRET) as coord:
+        comms = [pcomm.Communicator(coord.address, timeout=20, secret=SECRET, connections_per_peer=1)
+                 for _ in range(80)]
+        errors = []
+
+        def join(c):
+            try:
+                c.connect()
+            except pcomm.errors.PcommError as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=join, args=(c,), daemon=True) for c in comms]
+        for t in threads:
+            t.start()
+        try:
+            assert wait_for(lambda: len(coord.peers) + coord.pending_peers == 80 or errors, 20)
+            assert not errors, errors[:3]
+        finally:
+            for c in comms:
+                c.close()
+            for t in threads:
+                t.join(10)

@@ -35,8 +35,8 @@ constexpr int kMaxProbeConnections = 256;
 // Connections that have not said hello (not authenticated, with a secret): at most this
 // many in total and from one host; their frames are small until the hello is taken.
 constexpr int kMaxStrangers = 256;
-constexpr int kMaxStrangersPerSource = 32;
-constexpr uint32_t kMaxStrangerPayload = 4096;
+constexpr int kMaxStrangersPerSource = 64;
+constexpr uint32_t kMaxStrangerPayload = 16 * 1024;
 
 }  // namespace
 
@@ -55,6 +55,7 @@ Coordinator::Coordinator(CoordinatorOptions options)
   }
   // Parse now so a malformed address fails at construction.
   net::parse_host_port(options_.listen, /*allow_port_zero=*/true);
+  if (!options_.secret.empty()) coordinator_key_ = net::derive_key(options_.secret, net::kCoordinatorPsk);
   net::check_secure_listen("coordinator", options_.listen, options_.secret, options_.insecure);
   for (const auto& r : options_.relays) net::parse_host_port(r, false);
   relays_ = std::make_unique<RelayRegistry>(loop_, log_, options_.secret);
@@ -159,23 +160,28 @@ void Coordinator::on_accept() {
       log_.debug("refused a connection from ", source, ": too many connections before hello");
       continue;  // closed here
     }
+    std::shared_ptr<net::FramedConnection> link;
+    try {
+      std::shared_ptr<net::Link> raw = std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect);
+      if (!options_.secret.empty()) {
+        raw = net::TlsLink::server(
+            raw,
+            [key = coordinator_key_](const std::string& identity) {
+              if (identity == net::coordinator_identity()) return net::KeyAnswer::of(key);
+              return net::KeyAnswer::unknown("not a coordinator key");
+            },
+            proto::frame_of(proto::ErrorMsg{proto::ErrorCode::kUnauthenticated,
+                                            "this run needs its secret: give secret= / --secret-file / "
+                                            "PCOMM_SECRET_FILE (the same as the coordinator's)"}));
+      }
+      link = net::FramedConnection::create(loop_, raw, kMaxStrangerPayload);
+    } catch (const std::exception& e) {
+      log_.warn("could not take a connection from ", source, ": ", e.what());
+      continue;
+    }
     ++strangers_;
     ++strangers_per_source_[source];
     uint64_t id = next_conn_id_++;
-    std::shared_ptr<net::Link> raw = std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect);
-    if (!options_.secret.empty()) {
-      auto key = net::derive_key(options_.secret, net::kCoordinatorPsk);
-      raw = net::TlsLink::server(
-          raw,
-          [key](const std::string& identity) {
-            if (identity == net::coordinator_identity()) return net::KeyAnswer::of(key);
-            return net::KeyAnswer::unknown("not a coordinator key");
-          },
-          proto::frame_of(proto::ErrorMsg{proto::ErrorCode::kUnauthenticated,
-                                          "this run needs its secret: give secret= / --secret-file / "
-                                          "PCOMM_SECRET_FILE (the same as the coordinator's)"}));
-    }
-    auto link = net::FramedConnection::create(loop_, raw, kMaxStrangerPayload);
     conns_[id] = Conn{link, "", Clock::now(), Clock::now(), nullptr, source};
     link->start([this, id](uint16_t type, const uint8_t* p, size_t n) { on_frame(id, type, p, n); },
                 [this, id](const std::string& reason) { on_closed(id, reason); });

@@ -145,6 +145,7 @@ class Coordinator {
   int strangers_ = 0;
   bool trim_due_ = false;  // strangers left: hand freed memory back to the system
   const net::Key pair_master_ = net::random_key();  // this coordinator's root of the pair keys
+  net::Key coordinator_key_{};  // derived from the secret once (runs with a secret)
   std::mt19937_64 rng_;
   mutable std::mutex snapshot_mutex_;
   Snapshot snapshot_;

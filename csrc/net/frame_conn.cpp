@@ -43,6 +43,12 @@ void FramedConnection::start(FrameHandler on_frame, CloseHandler on_close) {
 
 void FramedConnection::on_events(uint32_t events) {
   if (closed_) return;
+  if ((events & (EPOLLHUP | EPOLLERR)) && watching_ == 0) {
+    // Nothing can progress (a TLS handshake waiting for a key) and the socket is gone:
+    // level-triggered epoll would report it again and again.
+    close("connection closed while waiting");
+    return;
+  }
   if (events & EPOLLOUT) flush();
   if (closed_) return;
   // A TLS link may need to write to read (its handshake): any event may let input on.
@@ -59,7 +65,7 @@ void FramedConnection::read_some() {
     size_t n = 0;
     try {
       n = link_->recv_some(buf, sizeof buf);
-    } catch (const IoError& e) {
+    } catch (const Error& e) {  // IoError, or a TLS handshake's AuthenticationError
       close(in_.size() == in_pos_ ? std::string(e.what()) : std::string(e.what()) + " (in the middle of a frame)");
       return;
     }
@@ -170,7 +176,7 @@ void FramedConnection::flush() {
     size_t n = 0;
     try {
       n = link_->send_some(&iov, 1);
-    } catch (const IoError& e) {
+    } catch (const Error& e) {
       close(e.what());
       return;
     }

@@ -148,16 +148,22 @@ void Relay::on_first_bytes(uint64_t id) {
     on_closed(id);
     return;
   }
-  std::shared_ptr<Link> link = std::make_shared<TcpLink>(std::move(s), LinkKind::kDirect);
   bool tls = first == kTlsHandshakeRecord && !options_.secret.empty();
-  if (tls) {
-    auto key = derive_key(options_.secret, kRelayPsk);
-    link = TlsLink::server(link, [key](const std::string& identity) {
-      if (identity == relay_identity()) return KeyAnswer::of(key);
-      return KeyAnswer::unknown("not a relay key");
-    });
+  try {
+    std::shared_ptr<Link> link = std::make_shared<TcpLink>(std::move(s), LinkKind::kDirect);
+    if (tls) {
+      auto key = derive_key(options_.secret, kRelayPsk);
+      link = TlsLink::server(link, [key](const std::string& identity) {
+        if (identity == relay_identity()) return KeyAnswer::of(key);
+        return KeyAnswer::unknown("not a relay key");
+      });
+    }
+    start_conn(id, std::move(link), source, tls);
+  } catch (const std::exception& e) {
+    log_.warn("could not take a connection from ", source, ": ", e.what());
+    conns_[id] = Conn{nullptr, source, "", false};
+    on_closed(id);  // releases its place in the limits
   }
-  start_conn(id, std::move(link), std::move(source), tls);
 }
 
 void Relay::start_conn(uint64_t id, std::shared_ptr<Link> link, std::string source, bool tls) {

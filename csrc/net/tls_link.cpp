@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/errors.h"
@@ -19,6 +20,7 @@ constexpr unsigned char kAes128GcmSha256[2] = {0x13, 0x01};
 constexpr size_t kRecord = 16384;            // TLS's largest record payload
 constexpr size_t kSendBudget = 1u << 20;     // bytes one send_raw call encrypts at most
 constexpr size_t kReadBuffer = 256 * 1024;   // OpenSSL's read-ahead buffer per link
+constexpr size_t kRecvBudget = 1u << 20;     // bytes one recv_raw call decrypts at most
 constexpr size_t kMaxIdentity = 256;         // a longer PSK identity is refused
 constexpr unsigned kPskExtension = 41;       // pre_shared_key (RFC 8446 4.2.11)
 constexpr uint8_t kHandshakeRecord = 22;     // the content type a ClientHello arrives in
@@ -74,7 +76,7 @@ bool first_identity(SSL* ssl, std::string* identity) {
 
 // The server decides early, from the ClientHello, whether it knows the identity's key:
 // refused, accepted, or "not yet" (the handshake pauses until resume()).
-int client_hello(SSL* ssl, int* alert, void*) {
+int client_hello_checked(SSL* ssl, int* alert) {
   TlsLink* self = owner(ssl);
   if (!self->lookup_) return SSL_CLIENT_HELLO_SUCCESS;  // a client link
   std::string identity;
@@ -97,10 +99,21 @@ int client_hello(SSL* ssl, int* alert, void*) {
   return SSL_CLIENT_HELLO_SUCCESS;
 }
 
+int client_hello(SSL* ssl, int* alert, void*) {
+  try {  // never through OpenSSL's C frames
+    return client_hello_checked(ssl, alert);
+  } catch (const std::exception& e) {
+    owner(ssl)->refusal_ = std::string("looking the key up failed: ") + e.what();
+    *alert = SSL_AD_INTERNAL_ERROR;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+}
+
 int server_psk(SSL* ssl, const unsigned char* id, size_t idlen, SSL_SESSION** sess) {
   TlsLink* self = owner(ssl);
   *sess = nullptr;  // unknown identity: no PSK, and with no certificate the handshake fails
-  if (std::string(reinterpret_cast<const char*>(id), idlen) != self->identity_ || self->identity_.empty()) return 1;
+  const std::string& want = self->identity_;
+  if (want.empty() || idlen != want.size() || std::memcmp(id, want.data(), idlen) != 0) return 1;
   *sess = psk_session(ssl, self->key_);
   return *sess ? 1 : 0;
 }
@@ -267,8 +280,11 @@ void TlsLink::fail(const std::string& doing, int ssl_error) {
   ERR_clear_error();
   mark_broken();
   if (!done_) {
-    const char* hint = is_server_ ? "" : " (does the other side hold this run's secret?)";
-    throw IoError("TLS handshake with " + remote() + " failed: " + why + hint);
+    std::string text = "TLS handshake with " + remote() + " failed: " + why;
+    // The transport failed (closed, reset): maybe retried. Else the other side refused.
+    if (!inner_error_.empty()) throw IoError(text);
+    if (!is_server_) text += " (the other side does not hold this key: another run's secret, or none)";
+    throw AuthenticationError(text);
   }
   throw IoError("TLS " + doing + " " + remote() + " failed: " + why);
 }
@@ -281,6 +297,7 @@ bool TlsLink::advance_handshake() {
   if (rc == 1) {
     done_ = true;
     want_ = 0;
+    drained_ = false;  // read-ahead may already hold records that followed the handshake
     return true;
   }
   int err = SSL_get_error(native_->ssl, rc);
@@ -318,7 +335,8 @@ bool TlsLink::holds_input() const {
   std::lock_guard<std::mutex> lock(mutex_);
   // Buffered bytes hold a whole record unless the last read ran dry (then what is left is
   // part of a record, and only the fd can complete it).
-  return (done_ && (SSL_pending(native_->ssl) > 0 || (!drained_ && SSL_has_pending(native_->ssl)))) ||
+  return !recv_error_.empty() ||
+         (done_ && (SSL_pending(native_->ssl) > 0 || (!drained_ && SSL_has_pending(native_->ssl)))) ||
          inner_->recv_ready();
 }
 
@@ -400,9 +418,14 @@ size_t TlsLink::send_raw(const iovec* iov, int iovcnt) {
 
 size_t TlsLink::recv_raw(void* buf, size_t len) {
   std::lock_guard<std::mutex> lock(mutex_);
+  if (!recv_error_.empty()) {
+    mark_broken();
+    throw IoError(recv_error_);
+  }
   if (!advance_handshake()) return 0;
   size_t got = 0;
   auto* out = static_cast<uint8_t*>(buf);
+  len = std::min(len, kRecvBudget);  // the lock is not held for longer than this much work
   while (got < len) {
     ERR_clear_error();
     size_t n = 0;
@@ -415,7 +438,16 @@ size_t TlsLink::recv_raw(void* buf, size_t len) {
       drained_ = true;
       return got;
     }
-    if (got > 0) break;  // hand over what arrived; the error shows on the next call
+    if (got > 0) {
+      // Hand over what arrived; the error (its first cause, before it is cleared) comes
+      // with the next call.
+      try {
+        fail("receive from", err);
+      } catch (const Error& e) {
+        recv_error_ = e.what();
+      }
+      break;
+    }
     fail("receive from", err);
   }
   drained_ = false;  // stopped with the caller's buffer full: more records may be buffered

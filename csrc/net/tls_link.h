@@ -94,6 +94,7 @@ class TlsLink : public Link {
   bool done_ = false;
   short want_ = 0;  // what the handshake waits for: POLLIN, POLLOUT, or 0 (a key)
   bool drained_ = true;  // the last read consumed every whole record OpenSSL had buffered
+  std::string recv_error_;  // a failure met after some bytes were handed over: the next read's
   std::vector<uint8_t> pending_;  // plaintext of a record OpenSSL has taken but not flushed
   std::vector<uint8_t> gather_;   // small iovecs gathered into one record
 

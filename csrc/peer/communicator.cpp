@@ -96,17 +96,21 @@ void Communicator::connect(Duration timeout) {
   // Reach the coordinator from this thread (the GIL is released by the binding); retry
   // refusals so a peer may start a moment before its coordinator.
   auto coord_hp = net::parse_host_port(options_.coordinator, false);
-  net::Socket sock;
-  std::string last_error;
-  while (!sock.valid()) {
+  // A refusal of our credentials (AuthenticationError) ends the attempt; a connection that
+  // fails or closes before it is through (a coordinator busy with many joiners) is retried.
+  std::shared_ptr<net::Link> coord_link;
+  std::string local_address, last_error;
+  while (!coord_link) {
     try {
-      sock = net::Socket::connect_blocking(net::resolve(coord_hp), deadline, shared_port);
+      auto sock = net::Socket::connect_blocking(net::resolve(coord_hp), deadline, shared_port);
+      local_address = net::format_sockaddr(sock.local_address());
+      coord_link = coordinator_link(std::move(sock), deadline);
     } catch (const TimeoutError&) {
       last_error = "connection attempt timed out";
     } catch (const IoError& e) {
       last_error = e.what();
     }
-    if (sock.valid()) break;
+    if (coord_link) break;
     if (deadline.remaining() <= kConnectRetry) {
       throw TimeoutError("could not reach the coordinator at " + options_.coordinator + " within " +
                          std::to_string(duration_to_seconds(timeout)) + " s: " + last_error);
@@ -114,7 +118,7 @@ void Communicator::connect(Duration timeout) {
     std::this_thread::sleep_for(kConnectRetry);
   }
   // Advertise the local address we reach the coordinator from.
-  auto local = net::parse_host_port(net::format_sockaddr(sock.local_address()), true);
+  auto local = net::parse_host_port(local_address, true);
   std::string advertised = (listen_hp.host == "0.0.0.0" ? local.host : listen_hp.host) + ":" +
                            std::to_string(shared_port);
   agent_->set_shared_port(shared_port);
@@ -131,7 +135,6 @@ void Communicator::connect(Duration timeout) {
     links_.reset();
   }
   update_log_context("", 0);
-  auto coord_link = coordinator_link(std::move(sock), deadline);
   loop_.post([this, coord_link, listener, advertised] {
     ++session_;
     if (coord_) coord_->close("reconnecting");
@@ -176,10 +179,13 @@ std::shared_ptr<net::Link> Communicator::coordinator_link(net::Socket socket, co
                                   net::derive_key(options_.secret, net::kCoordinatorPsk));
   try {
     tls->handshake(Clock::now() + deadline.remaining());
+  } catch (const AuthenticationError& e) {
+    throw AuthenticationError("the coordinator at " + options_.coordinator + " did not accept this run's secret: " +
+                              e.what());
   } catch (const IoError& e) {
-    throw AuthenticationError("the coordinator at " + options_.coordinator +
-                              " did not accept this run's secret: " + e.what() +
-                              " (a coordinator started without a secret, or with another one, refuses it)");
+    // Closed before the handshake was through: a coordinator without a secret does that
+    // (it cannot parse TLS), and so does one too busy to take us now. Retried.
+    throw IoError(std::string(e.what()) + " (does the coordinator hold this run's secret?)");
   }
   return tls;
 }

@@ -24,7 +24,7 @@ constexpr std::chrono::seconds kInboundHelloTimeout{10};
 // Connections on the data port that have not said what they are for yet, at most.
 constexpr int kMaxInboundHandshakes = 256;
 // Frames before a link's hello is taken are small: a stranger cannot make us hold more.
-constexpr uint32_t kMaxHandshakePayload = 4096;
+constexpr uint32_t kMaxHandshakePayload = 16 * 1024;
 
 // Holds one of those places while its connection's handlers live.
 struct HandshakeSlot {
@@ -208,7 +208,13 @@ void Communicator::on_inbound_link(std::shared_ptr<net::Link> link) {
   }
   auto conn = net::FramedConnection::create(loop_, std::move(link), kMaxHandshakePayload);
   std::weak_ptr<net::FramedConnection> weak = conn;
-  if (secure) inbound_tls_.push_back(weak);
+  if (secure) {
+    std::erase_if(inbound_tls_, [](const std::weak_ptr<net::FramedConnection>& w) {
+      auto c = w.lock();
+      return !c || c->closed();
+    });
+    inbound_tls_.push_back(weak);
+  }
   // With a secret, the peer a hello names must be the one whose key opened the link.
   auto check_sender = [secure](const net::FramedConnection& c, const std::string& from) {
     if (!secure) return;

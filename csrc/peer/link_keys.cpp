@@ -33,6 +33,9 @@ net::KeyAnswer LinkKeyring::lookup(const std::string& identity) const {
     return net::KeyAnswer::unknown("not a data-link key (a client of another kind, or another run's)");
   }
   std::lock_guard<std::mutex> lock(mutex_);
+  if (!epochs_.empty() && epoch > epochs_.rbegin()->first + kMaxEpochsAhead) {
+    return net::KeyAnswer::unknown("epoch " + std::to_string(epoch) + " is far ahead of this peer's");
+  }
   if (epochs_.empty() || epoch > epochs_.rbegin()->first) return net::KeyAnswer::not_yet();
   auto e = epochs_.find(epoch);
   if (e == epochs_.end()) {

@@ -21,6 +21,8 @@ namespace pcomm::peer {
 // How many epochs of keys a peer keeps (links opened in an older epoch stay open: their
 // handshake is long done).
 inline constexpr size_t kKeptKeyEpochs = 16;
+// An opener may be ahead of this peer's topology, but not by more epochs than this.
+inline constexpr uint64_t kMaxEpochsAhead = 4;
 
 class LinkKeyring {
  public:
