@@ -18,9 +18,9 @@ namespace {
 
 constexpr unsigned char kAes128GcmSha256[2] = {0x13, 0x01};
 constexpr size_t kRecord = 16384;            // TLS's largest record payload
-constexpr size_t kSendBudget = 1u << 20;     // bytes one send_raw call encrypts at most
+constexpr size_t kSendBudget = 64 * 1024;     // bytes one send_raw call encrypts at most
 constexpr size_t kReadBuffer = 256 * 1024;   // OpenSSL's read-ahead buffer per link
-constexpr size_t kRecvBudget = 1u << 20;     // bytes one recv_raw call decrypts at most
+constexpr size_t kRecvBudget = 64 * 1024;     // bytes one recv_raw call decrypts at most
 constexpr size_t kMaxIdentity = 256;         // a longer PSK identity is refused
 constexpr unsigned kPskExtension = 41;       // pre_shared_key (RFC 8446 4.2.11)
 constexpr uint8_t kHandshakeRecord = 22;     // the content type a ClientHello arrives in
