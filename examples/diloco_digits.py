@@ -4,7 +4,7 @@ step every H = 50 inner steps. Prints the test accuracy next to a single-process
 baseline trained for the same number of inner steps, and the bytes DiLoCo moved next to
 what an all-reduce of the gradients at every step would have moved.
 
-Run:  python examples/diloco_digits.py [--steps 1000] [--peers 4] [--sync-every 50]
+Run:  python examples/diloco_digits.py [--steps 1000] [--peers 4] [--sync-every 50] [--quantization minmax_u8]
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def peer(args) -> None:
             comm.update_topology()
         model = make_model()
         inner = torch.optim.AdamW(model.parameters(), lr=2e-3)
-        opt = pcomm.optim.DiLoCo(model, inner, comm, sync_every=args.sync_every)
+        quantization = None if args.quantization == "none" else args.quantization
+        opt = pcomm.optim.DiLoCo(model, inner, comm, sync_every=args.sync_every, quantization=quantization)
         train(model, opt, x[shard], y[shard], args.steps, np.random.default_rng(100 + args.index))
         n_params = sum(p.numel() for p in model.parameters())
         print(json.dumps({"accuracy": accuracy(model, tx, ty), "bytes_sent": opt.bytes_sent, "params": n_params,
@@ -76,6 +77,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1000, help="inner steps per peer")
     parser.add_argument("--peers", type=int, default=4)
     parser.add_argument("--sync-every", type=int, default=50)
+    parser.add_argument("--quantization", choices=["none", "minmax_u8"], default="none",
+                        help="wire quantization of the outer all-reduce")
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--coordinator", help=argparse.SUPPRESS)
@@ -89,7 +92,8 @@ def main() -> int:
         procs = [
             subprocess.Popen([sys.executable, __file__, "--peer", "--index", str(i), "--coordinator", coord.address,
                               "--peers", str(args.peers), "--steps", str(args.steps),
-                              "--sync-every", str(args.sync_every)], stdout=subprocess.PIPE, text=True)
+                              "--sync-every", str(args.sync_every), "--quantization", args.quantization],
+                             stdout=subprocess.PIPE, text=True)
             for i in range(args.peers)
         ]
         results = []
@@ -112,11 +116,10 @@ def main() -> int:
     n_params = results[0]["params"]
     world = args.peers
     sent = sum(r["bytes_sent"] for r in results)
-    # A gradient all-reduce per inner step moves what one outer all-reduce moves (same
-    # ring, same size) at every step instead of every H steps.
-    per_op = sent / max(1, sum(r["outer_steps"] for r in results))
-    ddp = per_op * args.steps * world
-    print(f"DiLoCo, {world} peers, H={args.sync_every}, {args.steps} inner steps each: "
+    # An all-reduce of the float32 gradients at every inner step: a ring moves 2(N-1)/N of
+    # the tensor per peer, so 2(N-1) * 4 bytes per parameter in all, each step.
+    ddp = args.steps * 2 * (world - 1) * 4 * n_params
+    print(f"DiLoCo, {world} peers, H={args.sync_every}, {args.quantization}, {args.steps} inner steps each: "
           f"test accuracy {acc[0]:.4f} (all peers equal: {len(set(acc)) == 1}), {diloco_seconds:.1f} s")
     print(f"single-process AdamW, {args.steps} steps:                  test accuracy {baseline:.4f}")
     print(f"bytes sent by all peers: DiLoCo {sent / 2**20:.1f} MiB; an all-reduce of the gradients at every "
