@@ -167,22 +167,25 @@ def peer(args) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
-def baseline(args, steps: int, train: np.ndarray, held: np.ndarray) -> tuple[float, list[tuple[int, float]]]:
-    """Single-process AdamW on the whole training stream: final held-out loss and the
-    curve (tokens seen, held-out loss) every sync_every steps."""
+def baseline(args, checkpoints: list[int], train: np.ndarray, held: np.ndarray) -> tuple[dict, list]:
+    """Single-process AdamW on the whole training stream, run once to the last checkpoint:
+    the held-out loss at each checkpoint (steps), and with --plot the curve (tokens seen,
+    held-out loss) every sync_every steps."""
     torch.set_num_threads(1)
     model = make_model(args)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed * 1000 + 100)
-    curve = []
-    for step in range(1, steps + 1):
+    losses, curve = {}, []
+    for step in range(1, max(checkpoints) + 1):
         x, y = batch(train, rng)
         opt.zero_grad()
         loss_of(model, x, y).backward()
         opt.step()
+        if step in checkpoints:
+            losses[step] = held_out_loss(model, held, EVAL_WINDOWS, args.seed)
         if args.plot and step % args.sync_every == 0:
             curve.append((step * BATCH * CONTEXT, held_out_loss(model, held, 64, args.seed)))
-    return held_out_loss(model, held, EVAL_WINDOWS, args.seed), curve
+    return losses, curve
 
 
 def spawn(args, coordinator: str, index: int, replacement: bool = False) -> subprocess.Popen:
@@ -275,12 +278,12 @@ def main() -> int:
     print(f"corpus: {len(train) / 2**20:.1f} MiB of training text, {len(held) / 2**20:.1f} MiB held out "
           f"(unigram entropy {entropy:.3f} nats = {entropy / math.log(2):.2f} bits/char)", flush=True)
     finals, rows, seconds = run_peers(args)
+    # The same-tokens baseline continues the same-steps one (same seed, same batches).
     start = time.monotonic()
-    base_loss, base_curve = baseline(args, args.steps, train, held)
+    checkpoints = [args.steps] + ([] if args.no_token_baseline else [args.steps * args.peers])
+    base, base_curve = baseline(args, checkpoints, train, held)
     base_seconds = time.monotonic() - start
-    tokens_loss = None
-    if not args.no_token_baseline:
-        tokens_loss, _ = baseline(args, args.steps * args.peers, train, held)
+    base_loss, tokens_loss = base[args.steps], base.get(args.steps * args.peers)
 
     loss = finals[0]["held"]
     same = len({f["digest"] for f in finals}) == 1
@@ -294,12 +297,13 @@ def main() -> int:
     print(f"{name}: held-out loss {loss:.4f} ({loss * bpc:.3f} bits/char) after {args.steps} inner steps each; "
           f"all peers bit-identical: {same} ({len(finals)} peers); {seconds:.1f} s")
     print(f"AdamW, 1 process, {args.steps} steps (same steps): held-out loss {base_loss:.4f} "
-          f"({base_loss * bpc:.3f} bits/char); DiLoCo/baseline {loss / base_loss:.4f}; {base_seconds:.1f} s")
+          f"({base_loss * bpc:.3f} bits/char); DiLoCo/baseline {loss / base_loss:.4f}; {base_seconds:.1f} s in all")
     if tokens_loss is not None:
         print(f"AdamW, 1 process, {args.steps * args.peers} steps (same tokens): held-out loss {tokens_loss:.4f} "
               f"({tokens_loss * bpc:.3f} bits/char); DiLoCo/baseline {loss / tokens_loss:.4f}")
     print(f"bytes sent by all peers: DiLoCo {sent / 2**20:.2f} MiB; a float32 gradient all-reduce at every step "
-          f"would send {grad_bytes / 2**20:.1f} MiB ({grad_bytes / max(sent, 1):.1f}x more), {params} parameters")
+          f"would send {grad_bytes / 2**20:.1f} MiB ({grad_bytes / max(sent, 1):.1f}x more), {params} parameters"
+          + (" (the killed peer's bytes are not counted)" if args.churn else ""))
     if args.plot:
         plot(args, rows, base_curve)
     return 0 if same and loss < entropy else 1
@@ -319,6 +323,7 @@ def plot(args, rows: list[dict], base_curve: list[tuple[int, float]]) -> None:
     ax.plot([r["outer"] * tokens * r["world"] for r in rows if "held" in r], [r["held"] for r in rows if "held" in r],
             label=f"DiLoCo ({args.peers} peers, H={args.sync_every}, {args.quantization})")
     ax.plot([t for t, _ in base_curve], [v for _, v in base_curve], label="AdamW, 1 process")
+    ax.axvline(args.steps * BATCH * CONTEXT, color="grey", linestyle=":", linewidth=1)  # same steps as each peer
     ax.set_xlabel("tokens seen (all peers)")
     ax.set_ylabel("held-out loss (nats/char)")
     ax.legend()
