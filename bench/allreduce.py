@@ -51,8 +51,7 @@ def pcomm_worker(args) -> None:
     start = time.perf_counter()
     comm.connect()
     connect_s = time.perf_counter() - start
-    while comm.world_size < args.world:
-        comm.update_topology()
+    comm.wait_for_peers(args.world)
     for size in args.sizes:
         x = np.ones(size * MiB // 4, np.float32)
         comm.all_reduce(x, quantization=args.quantization)  # warm-up (also pages in scratch)

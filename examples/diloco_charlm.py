@@ -134,8 +134,8 @@ def peer(args) -> None:
     quantization = None if args.quantization == "none" else args.quantization
     with pcomm.Communicator(args.coordinator, timeout=120) as comm:
         comm.connect()
-        while not args.replacement and comm.world_size < args.peers:  # start together
-            comm.update_topology()
+        if not args.replacement:
+            comm.wait_for_peers(args.peers)  # start together
         model = make_model(args)
         inner = torch.optim.AdamW(model.parameters(), lr=args.lr)
         opt = variants[args.variant](model, inner, comm, sync_every=args.sync_every, quantization=quantization)

@@ -60,8 +60,7 @@ def peer(args) -> None:
     shard = slice(args.index, None, args.peers)  # every peer trains on its own quarter
     with pcomm.Communicator(args.coordinator, timeout=60) as comm:
         comm.connect()
-        while comm.world_size < args.peers:  # start together
-            comm.update_topology()
+        comm.wait_for_peers(args.peers)  # start together
         model = make_model()
         inner = torch.optim.AdamW(model.parameters(), lr=2e-3)
         quantization = None if args.quantization == "none" else args.quantization

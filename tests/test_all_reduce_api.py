@@ -245,6 +245,69 @@ def test_ctrl_c_interrupts_connect_while_pending(tmp_path):
     assert out == "interrupted False"
 
 
+def test_ctrl_c_interrupts_connect_while_the_coordinator_is_unreachable(tmp_path):
+    """Nothing listens at the address: connect() keeps retrying (and says so at warning
+    after 3 s), and Ctrl-C interrupts it at once."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "unreachable.py"
+    path.write_text(
+        "import pcomm, sys\n"
+        f"c = pcomm.Communicator('127.0.0.1:{port}')\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    c.connect(timeout=60)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(3.6)
+    sent = time.monotonic()
+    proc.send_signal(__import__("signal").SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 0.5, "Ctrl-C took too long"
+    assert out.strip() == "interrupted"
+    assert f"nothing listens at 127.0.0.1:{port} (still retrying)" in err
+
+
+def test_wait_for_peers_admits_joiners_and_times_out_clearly():
+    import threading
+
+    with pcomm.Coordinator() as coord:
+        comms = [pcomm.Communicator(coord.address, timeout=20) for _ in range(3)]
+        sizes, errors = [], []
+
+        def join(c):
+            try:
+                c.connect()
+                sizes.append(c.wait_for_peers(3))
+            except pcomm.errors.PcommError as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=join, args=(c,)) for c in comms]
+        for t in threads:
+            t.start()
+            time.sleep(0.2)
+        for t in threads:
+            t.join(30)
+        assert not errors and sizes == [3, 3, 3]
+        with pcomm.Coordinator() as other:
+            lone = pcomm.Communicator(other.address, timeout=20)
+            lone.connect()
+            with pytest.raises(pcomm.errors.TimeoutError, match=r"wait_for_peers\(5\): 1 peer\(s\) in the ring"):
+                lone.wait_for_peers(5, timeout=0.5)
+            lone.close()
+        with pytest.raises(pcomm.errors.InvalidArgumentError):
+            comms[0].wait_for_peers(0)
+        for c in comms:
+            c.close()
+
+
 def test_ctrl_c_interrupts_sync_shared_state(tmp_path):
     out = interrupted_output(tmp_path, TWO_PEERS + (
         "s = pcomm.SharedState({'w': np.ones(10)})\n"

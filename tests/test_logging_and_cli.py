@@ -96,3 +96,9 @@ def test_cli_relay_and_coordinator_relay_option():
                 coord.add_relay("no-port")
     finally:
         relay.cleanup()
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "pcomm", "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"pcomm {pcomm.__version__} (wire protocol {pcomm.PROTOCOL_VERSION})"

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <string>
 #include <cstdint>
 
 namespace pcomm {
@@ -19,6 +20,9 @@ inline Duration seconds_to_duration(double s) {
 inline double duration_to_seconds(Duration d) {
   return std::chrono::duration<double>(d).count();
 }
+
+// "5 s", "0.25 s", "90 s": for messages (never "5.000000 s").
+std::string format_seconds(Duration d);
 
 inline int64_t to_millis(Duration d) {
   return std::chrono::duration_cast<Millis>(d).count();

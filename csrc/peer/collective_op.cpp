@@ -71,7 +71,7 @@ ReduceInfo CollectiveOp::wait(Duration timeout) {
   }
   // Give up: stop the worker, wait until it no longer touches our memory, tell the world.
   std::string why = "all_reduce with tag " + std::to_string(request_.tag) + " timed out after " +
-                    std::to_string(duration_to_seconds(Clock::now() - started_)) + " s";
+                    format_seconds(Clock::now() - started_);
   cancel_->fire(why);
   cv_.wait_for(lock, kReleaseWait, [this] { return !touching_user_memory_; });
   bool started = phase_ == Phase::kQueued || phase_ == Phase::kRunning;

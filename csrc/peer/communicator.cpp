@@ -1,10 +1,12 @@
 // Communicator implementation; see communicator.h.
 #include "peer/communicator.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
 
 #include <netinet/in.h>
 
+#include <cerrno>
 #include <thread>
 
 #include "core/errors.h"
@@ -20,8 +22,10 @@ namespace {
 // How often the peer checks the coordinator's silence and considers sending a heartbeat.
 constexpr Millis kTickInterval{25};
 constexpr int kHeartbeatsPerTimeout = 4;
-// Pause between attempts to reach a coordinator that refused the connection.
+// Pause between attempts to reach a coordinator that refused the connection, and when
+// connect() warns that it is still retrying.
 constexpr Millis kConnectRetry{100};
+constexpr std::chrono::seconds kConnectWarnAfter{3};
 constexpr uint32_t kMaxConnectionsPerPeer = proto::kMaxPoolConnections;
 // How long past its deadline an op that finished its ring waits for the coordinator's
 // decision before giving up (a dead coordinator is normally noticed much sooner).
@@ -100,9 +104,11 @@ void Communicator::connect(Duration timeout) {
   // fails or closes before it is through (a coordinator busy with many joiners) is retried.
   std::shared_ptr<net::Link> coord_link;
   std::string local_address, last_error;
+  bool warned = false;
+  auto started = Clock::now();
   while (!coord_link) {
     try {
-      auto sock = net::Socket::connect_blocking(net::resolve(coord_hp), deadline, shared_port);
+      auto sock = dial_coordinator(net::resolve(coord_hp), deadline, shared_port);
       local_address = net::format_sockaddr(sock.local_address());
       coord_link = coordinator_link(std::move(sock), deadline);
     } catch (const TimeoutError&) {
@@ -113,9 +119,16 @@ void Communicator::connect(Duration timeout) {
     if (coord_link) break;
     if (deadline.remaining() <= kConnectRetry) {
       throw TimeoutError("could not reach the coordinator at " + options_.coordinator + " within " +
-                         std::to_string(duration_to_seconds(timeout)) + " s: " + last_error);
+                         format_seconds(timeout) + ": " + last_error);
+    }
+    if (!warned && Clock::now() - started >= kConnectWarnAfter) {
+      warned = true;
+      log_.warn(last_error.find("refused") != std::string::npos
+                    ? "nothing listens at " + options_.coordinator + " (still retrying): " + last_error
+                    : "cannot reach the coordinator at " + options_.coordinator + " (still retrying): " + last_error);
     }
     std::this_thread::sleep_for(kConnectRetry);
+    check_interrupt("connect");
   }
   // Advertise the local address we reach the coordinator from.
   auto local = net::parse_host_port(local_address, true);
@@ -170,6 +183,27 @@ void Communicator::connect(Duration timeout) {
     throw;
   }
   log_.info("connected: rank ", rank_, " of ", ring_.size());
+}
+
+void Communicator::check_interrupt(const char* what) {
+  if (interrupt_check_ && interrupt_check_()) throw Interrupted(std::string(what) + " interrupted");
+}
+
+net::Socket Communicator::dial_coordinator(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port) {
+  // Like Socket::connect_blocking, but waits in slices so that Ctrl-C gets through.
+  auto s = net::Socket::connect_start_from(local_port, addr);
+  for (;;) {
+    pollfd p{s.fd(), POLLOUT, 0};
+    auto slice = std::min<Duration>(deadline.remaining(), kInterruptCheck);
+    int rc = ::poll(&p, 1, static_cast<int>(std::chrono::ceil<Millis>(slice).count()));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc > 0) break;
+    check_interrupt("connect");
+    if (deadline.expired()) throw TimeoutError("connect to " + net::format_sockaddr(addr) + " timed out");
+  }
+  std::string err = s.finish_connect();
+  if (!err.empty()) throw IoError("connect to " + net::format_sockaddr(addr) + " failed: " + err);
+  return s;
 }
 
 std::shared_ptr<net::Link> Communicator::coordinator_link(net::Socket socket, const Deadline& deadline) {

@@ -187,7 +187,10 @@ def _progress(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import PROTOCOL_VERSION, __version__
+
     parser = argparse.ArgumentParser(prog="pcomm", description="pcomm: fault-tolerant collective communication")
+    parser.add_argument("--version", action="version", version=f"pcomm {__version__} (wire protocol {PROTOCOL_VERSION})")
     sub = parser.add_subparsers(dest="command", required=True)
     coord = sub.add_parser("coordinator", help="run a coordinator for one run")
     coord.add_argument("--listen", default="0.0.0.0:29500", help="HOST:PORT to listen on (default 0.0.0.0:29500)")

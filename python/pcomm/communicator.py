@@ -24,7 +24,7 @@ from typing import Any
 
 from . import _pcomm, _secret
 from ._timeouts import default_timeout, to_seconds
-from .errors import InvalidArgumentError, PcommError
+from .errors import InvalidArgumentError, PcommError, TimeoutError
 from .state import STRATEGIES, SharedState, SyncInfo
 from .tensors import Staged, as_buffer, op_code, quantization_code
 
@@ -184,6 +184,25 @@ class Communicator:
         """
         self._impl.connect(timeout=self._deadline(timeout))
         return self
+
+    def wait_for_peers(self, n: int, timeout: float | timedelta | None = None) -> int:
+        """The rendezvous before training: returns once at least ``n`` peers (this one
+        included) are in the ring, admitting joiners meanwhile. Every accepted peer calls
+        it (it runs ``update_topology()``, a barrier among them, until the world is big
+        enough). Returns the world size; raises TimeoutError saying how many are in."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidArgumentError(f"n must be a positive int, got {n!r}")
+        limit = self._deadline(timeout)
+        end = time.monotonic() + limit
+        while self.world_size < n:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"wait_for_peers({n}): {self.world_size} peer(s) in the ring and "
+                                   f"{self.pending_peers} pending after {limit:g} s")
+            self.update_topology(timeout=left)
+            if self.world_size < n:
+                time.sleep(min(0.02, max(0.0, end - time.monotonic())))  # nobody new yet
+        return self.world_size
 
     def update_topology(self, timeout: float | timedelta | None = None) -> None:
         """Collective among accepted peers: admits pending peers and opens the data
