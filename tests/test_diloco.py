@@ -161,3 +161,33 @@ def test_diloco_argument_errors(coordinator):
             pcomm.optim.DiLoCo(model, "adam", comm, sync_every=5)
         with pytest.raises(pcomm.errors.InvalidArgumentError, match="nn.Module"):
             pcomm.optim.DiLoCo("model", inner, comm, sync_every=5)
+
+
+def test_a_layout_mismatch_names_the_model_parameter(coordinator):
+    """Two peers whose models differ: the error names the parameter ("0.bias"), not an
+    internal tensor number."""
+    import re
+    import threading
+
+    models = [torch.nn.Sequential(torch.nn.Linear(4, n)) for n in (3, 5)]
+    comms = [pcomm.Communicator(coordinator.address, timeout=10) for _ in models]
+    errors = []
+
+    def run(i):
+        try:
+            comms[i].connect()
+            comms[i].wait_for_peers(2)
+            pcomm.optim.DiLoCo(models[i], torch.optim.SGD(models[i].parameters(), lr=0.1), comms[i], sync_every=5)
+        except pcomm.errors.PcommError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+        t.join(0.3)
+    for t in threads:
+        t.join(30)
+    for c in comms:
+        c.close()
+    assert errors and all(re.search(r"tensor '0\.(weight|bias)' has shape", e) for e in errors), errors
+    assert not any("global.0" in e or "param.0" in e for e in errors), errors

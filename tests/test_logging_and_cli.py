@@ -102,3 +102,29 @@ def test_version():
     out = subprocess.run([sys.executable, "-m", "pcomm", "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
     assert out.stdout.strip() == f"pcomm {pcomm.__version__} (wire protocol {pcomm.PROTOCOL_VERSION})"
+
+
+def test_logs_name_who_joined_and_who_is_gone(capfd, monkeypatch):
+    import threading
+
+    monkeypatch.setenv("PCOMM_LOG_LEVEL", "info")
+    pcomm._pcomm.reload_log_level()
+    try:
+        with pcomm.Coordinator() as coord:
+            a, b = pcomm.Communicator(coord.address, timeout=10), pcomm.Communicator(coord.address, timeout=10)
+            a.connect()
+            joiner = threading.Thread(target=b.connect)
+            joiner.start()
+            a.wait_for_peers(2)
+            joiner.join(10)
+            a_id, b_id = a.peer_id, b.peer_id
+            b.close()
+            assert wait_for(lambda: a.world_size == 1, 10)
+            a.close()
+        err = capfd.readouterr().err
+    finally:
+        monkeypatch.setenv("PCOMM_LOG_LEVEL", "warning")
+        pcomm._pcomm.reload_log_level()
+    assert f"ring of 2; joined: {b_id}" in err, err
+    assert f"ring of 1; gone: {b_id}" in err, err
+    assert f"peer {b_id} is no longer in the ring" in err and a_id in err, err

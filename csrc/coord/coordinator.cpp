@@ -513,10 +513,25 @@ void Coordinator::execute(const Actions& actions) {
   }
   for (const auto& a : actions) {
     if (a.kind == Action::Kind::kTopology) {
-      log_.info("epoch ", membership_.epoch(), ": ring of ", membership_.ring().size());
+      log_ring_change();
       break;
     }
   }
+}
+
+void Coordinator::log_ring_change() {
+  const auto& ring = membership_.ring();
+  auto absent_from = [](const std::vector<std::string>& from, const std::vector<std::string>& of) {
+    std::string out;
+    for (const auto& id : of) {
+      if (std::find(from.begin(), from.end(), id) == from.end()) out += (out.empty() ? "" : ", ") + id;
+    }
+    return out;
+  };
+  std::string joined = absent_from(logged_ring_, ring), left = absent_from(ring, logged_ring_);
+  log_.info("epoch ", membership_.epoch(), ": ring of ", ring.size(), joined.empty() ? "" : "; joined: ", joined,
+            left.empty() ? "" : "; gone: ", left);
+  logged_ring_ = ring;
 }
 
 void Coordinator::tick() {

@@ -116,6 +116,8 @@ class Coordinator {
   View view() const;
   void send_to_peer(const std::string& peer, std::vector<uint8_t> frame);
   void tick();
+  // Logs a new epoch's ring with who joined and who is gone since the last one logged.
+  void log_ring_change();
   void publish_snapshot();
   std::string new_peer_id();
 
@@ -134,6 +136,7 @@ class Coordinator {
   Collectives collectives_;
   StateSync state_sync_;
   View last_view_;
+  std::vector<std::string> logged_ring_;
   std::map<uint64_t, Conn> conns_;
   std::unique_ptr<RelayRegistry> relays_;
   std::unique_ptr<PathBroker> paths_;

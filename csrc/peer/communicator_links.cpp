@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/epoll.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "core/errors.h"
@@ -50,8 +51,12 @@ void Communicator::on_topology(const proto::Topology& topology) {
   size_t n = ids.size();
   std::string left = ids[(static_cast<size_t>(rank) + n - 1) % n];
   std::string right = ids[(static_cast<size_t>(rank) + 1) % n];
+  std::vector<std::string> gone;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& id : ring_) {
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) gone.push_back(id);
+    }
     epoch_ = topology.epoch;
     ring_ = ids;
     rank_ = rank;
@@ -62,6 +67,7 @@ void Communicator::on_topology(const proto::Topology& topology) {
   }
   update_log_context(self, topology.epoch);
   log_.info("topology: rank ", rank, " of ", ids.size());
+  for (const auto& id : gone) log_.warn("peer ", id, " is no longer in the ring (epoch ", topology.epoch, ")");
   cv_.notify_all();
   remotes_->update(topology.ring);
   uint64_t epoch = topology.epoch;

@@ -1,4 +1,4 @@
-"""What the C++ servers (Coordinator, Relay) share in Python: start, stop, the bound
+"""What the C++ servers (Coordinator, Relay) share in Python: start, stop (or close), the bound
 address and the context manager. Each runs on its own C++ threads and never holds the
 GIL while it waits."""
 
@@ -18,6 +18,11 @@ class NativeServer:
     def stop(self) -> None:
         """Closes every connection and stops. Idempotent."""
         self._impl.stop()
+
+    def close(self) -> None:
+        """The same as ``stop()``: ``close()`` ends everything in pcomm (communicators,
+        discovery nodes, stores, servers)."""
+        self.stop()
 
     @property
     def address(self) -> str:

@@ -118,7 +118,8 @@ def _coordinator(args: argparse.Namespace) -> int:
             print(f"relay lookup failed: {e}", file=sys.stderr, flush=True)
 
     return _serve(coord, "coordinator", run, args,
-                  lambda: f"epoch {coord.epoch}: {len(coord.peers)} peers, {coord.pending_peers} pending", find_relays)
+                  lambda: (f"epoch {coord.epoch}: {len(coord.peers)} peers ({', '.join(coord.peers) or 'none'}), "
+                           f"{coord.pending_peers} pending"), find_relays)
 
 
 def _relay(args: argparse.Namespace) -> int:

@@ -20,15 +20,19 @@ class OuterState:
     """θ_global and the outer momentum for a list of parameters, split into fragments
     (one fragment unless streaming). Every tensor here is fp32 and contiguous."""
 
-    def __init__(self, params: Sequence[torch.nn.Parameter], fragments: Sequence[Sequence[int]]) -> None:
+    def __init__(self, params: Sequence[torch.nn.Parameter], fragments: Sequence[Sequence[int]],
+                 names: Sequence[str] | None = None) -> None:
         self.params = list(params)
+        # Shared-state tensors are named after the model's parameters ("0.weight" and
+        # "0.weight:momentum"), so a layout mismatch between peers names the parameter.
+        names = list(names) if names is not None else [f"param.{i:05d}" for i in range(len(self.params))]
         self.fragments = [list(f) for f in fragments]
         self.globals = [p.detach().to(torch.float32).clone().contiguous() for p in self.params]
         self.momentum = [torch.zeros_like(g) for g in self.globals]
         tensors = {}
-        for i, (g, m) in enumerate(zip(self.globals, self.momentum)):
-            tensors[f"global.{i:05d}"] = g
-            tensors[f"momentum.{i:05d}"] = m
+        for name, g, m in zip(names, self.globals, self.momentum):
+            tensors[name] = g
+            tensors[f"{name}:momentum"] = m
         self.shared = SharedState(tensors, revision=0)
 
     def pseudo_gradient(self, fragment: int) -> torch.Tensor:
@@ -68,12 +72,17 @@ def check_args(model: Any, inner: Any, sync_every: int, outer_lr: float, outer_m
         raise InvalidArgumentError(f"sync_every must be a positive int, got {sync_every!r}")
     if not outer_lr > 0 or not 0 <= outer_momentum < 1:
         raise InvalidArgumentError("outer_lr must be > 0 and outer_momentum in [0, 1)")
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for _, p in trainable(model)]
     if not params:
         raise InvalidArgumentError("the model has no trainable parameters")
     if any(p.device.type != "cpu" for p in params):
         raise InvalidArgumentError("DiLoCo keeps θ_global on the CPU; move the model to the CPU (GPU models: TODO)")
     return params
+
+
+def trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """(name, parameter) of every trainable parameter, in the model's order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
 def all_reduce_mean(comm: Any, delta: torch.Tensor, quantization: str | None, tag: int = 0) -> Any:

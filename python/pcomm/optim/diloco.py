@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ._outer import OuterState, all_reduce_mean, check_args
+from ._outer import OuterState, all_reduce_mean, check_args, trainable
 
 log = logging.getLogger("pcomm.optim")
 
@@ -46,7 +46,7 @@ class DiLoCo:
         self.sync_every, self.outer_lr, self.outer_momentum = sync_every, outer_lr, outer_momentum
         self.nesterov, self.quantization = nesterov, quantization
         self.progress = progress  # a pcomm.crdt.ProgressBoard: reports at each outer step
-        self.outer = OuterState(params, self._fragments(params))
+        self.outer = OuterState(params, self._fragments(params), [n for n, _ in trainable(model)])
         self.local_step = 0
         self.bytes_sent = 0  # wire bytes of the outer all-reduces on this peer
         self.last_world_size = comm.world_size
