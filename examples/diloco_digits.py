@@ -46,12 +46,20 @@ def accuracy(model, x, y) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def train(model, opt, x, y, steps, rng) -> None:
+def train(model, opt, x, y, steps, rng, report=False) -> None:
+    """steps inner steps; with report (one DiLoCo peer), a line per outer step on stderr."""
+    losses, outer = [], getattr(opt, "outer_step", 0)
     for _ in range(steps):
         idx = torch.from_numpy(rng.integers(0, len(x), BATCH))
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
         opt.step()
+        losses.append(float(loss.detach()))
+        if report and opt.outer_step != outer:
+            outer = opt.outer_step
+            print(f"outer step {outer:>3}: train loss {np.mean(losses[-opt.sync_every:]):.3f}, world "
+                  f"{opt.comm.world_size}, {opt.bytes_sent / 2**10:.0f} KiB sent by peer 0", file=sys.stderr, flush=True)
 
 
 def peer(args) -> None:
@@ -65,7 +73,8 @@ def peer(args) -> None:
         inner = torch.optim.AdamW(model.parameters(), lr=2e-3)
         quantization = None if args.quantization == "none" else args.quantization
         opt = pcomm.optim.DiLoCo(model, inner, comm, sync_every=args.sync_every, quantization=quantization)
-        train(model, opt, x[shard], y[shard], args.steps, np.random.default_rng(100 + args.index))
+        train(model, opt, x[shard], y[shard], args.steps, np.random.default_rng(100 + args.index),
+              report=args.index == 0)
         n_params = sum(p.numel() for p in model.parameters())
         print(json.dumps({"accuracy": accuracy(model, tx, ty), "bytes_sent": opt.bytes_sent, "params": n_params,
                           "outer_steps": opt.outer_step}), flush=True)
