@@ -426,6 +426,9 @@ class Store:
                     self._log.close()
                     self._log = None
 
+    def stop(self) -> None:
+        """The same as ``close()``."""
+        self.close()
     def __enter__(self) -> "Store":
         return self
 

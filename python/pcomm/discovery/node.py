@@ -135,6 +135,10 @@ class Node:
         """Stops refreshing announcements and closes every connection. Idempotent."""
         self._runner.stop()
 
+    def stop(self) -> None:
+        """The same as ``close()`` (servers, nodes and stores all take both verbs)."""
+        self.close()
+
     def __enter__(self) -> "Node":
         if not self._runner.running:
             self.start()
