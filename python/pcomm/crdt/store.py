@@ -429,6 +429,7 @@ class Store:
     def stop(self) -> None:
         """The same as ``close()``."""
         self.close()
+
     def __enter__(self) -> "Store":
         return self
 
