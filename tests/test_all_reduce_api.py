@@ -318,3 +318,14 @@ def test_ctrl_c_interrupts_sync_shared_state(tmp_path):
         "    print('interrupted', s.revision, flush=True)\n"
     ))
     assert out == "interrupted 0"
+
+
+def test_a_pending_joiner_that_times_out_is_told_why():
+    with pcomm.Coordinator() as coord:
+        a = pcomm.Communicator(coord.address, timeout=10)
+        a.connect()
+        b = pcomm.Communicator(coord.address, timeout=10)
+        with pytest.raises(pcomm.errors.TimeoutError, match=r"while still pending.*update_topology\(\)"):
+            b.connect(timeout=0.5)  # a never calls update_topology
+        a.close()
+        b.close()

@@ -170,8 +170,10 @@ void Communicator::connect(Duration timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
   try {
     wait_until(lock, deadline, "connect", [this] { return state_ == State::kActive; });
-  } catch (const Error&) {
+  } catch (const Error& e) {
     // Give up the half-made membership so the coordinator does not admit a peer that left.
+    bool pending = dynamic_cast<const TimeoutError*>(&e) && state_ == State::kJoining && !peer_id_.empty();
+    std::string pending_id = peer_id_;
     state_ = state_ == State::kClosed ? State::kClosed : State::kIdle;
     lock.unlock();
     loop_.post([this] {
@@ -180,6 +182,12 @@ void Communicator::connect(Duration timeout) {
       coord_.reset();
       teardown_links();
     });
+    if (pending) {
+      throw TimeoutError("connect timed out after " + format_seconds(timeout) + " while still pending: the coordinator "
+                         "welcomed this peer (" + pending_id + ") but the peers already in the run had not called "
+                         "update_topology() yet, which admits joiners (DiLoCo calls it at each outer step); give "
+                         "connect() a timeout longer than the run's outer round");
+    }
     throw;
   }
   log_.info("connected: rank ", rank_, " of ", ring_.size());
