@@ -109,18 +109,22 @@ def main() -> int:
         victim = procs[1]
         while coord.collectives_running == 0:  # kill it in the middle of an all-reduce
             time.sleep(0.0005)
-        say(f"swarm: SIGKILL peer process {victim.pid} during an all-reduce")
+        before = set(coord.peers)
+        say(f"swarm: SIGKILL a peer (process {victim.pid}) during an all-reduce")
         os.kill(victim.pid, signal.SIGKILL)
         took = wait_for_peers(coord, args.peers - 1)
-        say(f"swarm: coordinator dropped it after {took * 1000:.1f} ms (epoch {coord.epoch})")
+        gone = ", ".join(sorted(before - set(coord.peers)))
+        say(f"swarm: coordinator dropped peer {gone} after {took * 1000:.1f} ms (epoch {coord.epoch})")
         time.sleep(0.5)
 
         say("swarm: a replacement peer joins late")
         replacement.stdin.write("go\n")
         replacement.stdin.flush()
         procs.append(replacement)
+        before = set(coord.peers)
         took = wait_for_peers(coord, args.peers)
-        say(f"swarm: replacement admitted after {took:.2f} s (epoch {coord.epoch})")
+        joined = ", ".join(sorted(set(coord.peers) - before))
+        say(f"swarm: replacement admitted as peer {joined} after {took:.2f} s (epoch {coord.epoch})")
 
         failed = 0
         for p in procs:
