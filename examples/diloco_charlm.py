@@ -157,8 +157,8 @@ def peer(args) -> None:
                     row["held"] = held_out_loss(model, held, 64, args.seed)
                 print(json.dumps(row), flush=True)
         digest = hashlib.sha256()
-        for name in sorted(opt.state.tensors):
-            digest.update(np.ascontiguousarray(opt.state.tensors[name]).tobytes())
+        for name in sorted(opt.shared_state.tensors):
+            digest.update(np.ascontiguousarray(opt.shared_state.tensors[name]).tobytes())
         print(json.dumps({"final": True, "held": held_out_loss(model, held, EVAL_WINDOWS, args.seed),
                           "digest": digest.hexdigest(), "bytes": opt.bytes_sent, "outer_steps": opt.outer_step,
                           "params": sum(p.numel() for p in model.parameters())}), flush=True)

@@ -191,3 +191,41 @@ def test_a_layout_mismatch_names_the_model_parameter(coordinator):
         c.close()
     assert errors and all(re.search(r"tensor '0\.(weight|bias)' has shape", e) for e in errors), errors
     assert not any("global.0" in e or "param.0" in e for e in errors), errors
+
+
+def test_diloco_is_a_torch_optimizer(coordinator):
+    """Schedulers, GradScaler, clipping and closures work on DiLoCo as on any optimizer,
+    acting on the inner optimizer's own param_groups."""
+    with pcomm.Communicator(coordinator.address, timeout=10) as comm:
+        comm.connect()
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+        inner = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        opt = pcomm.optim.DiLoCo(model, inner, comm, sync_every=5)
+        assert isinstance(opt, torch.optim.Optimizer)
+        assert opt.param_groups is inner.param_groups and opt.state is inner.state
+        sched = torch.optim.lr_scheduler.StepLR(opt, 3, gamma=0.5)
+        scaler = torch.amp.GradScaler("cpu")
+        for _ in range(12):
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(model(torch.randn(8, 4)).pow(2).mean()).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+        assert inner.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**4)
+        assert (opt.local_step, opt.outer_step) == (12, 2)
+
+        def closure():
+            opt.zero_grad()
+            loss = model(torch.ones(1, 4)).sum()
+            loss.backward()
+            return loss
+
+        with torch.no_grad():
+            before = float(model(torch.ones(1, 4)).sum())
+        assert float(opt.step(closure).detach()) == before  # the closure ran, before the update
+        assert opt.local_step == 13
+        with pytest.raises(NotImplementedError, match="not implemented yet"):
+            opt.state_dict()

@@ -25,8 +25,13 @@ from ._outer import OuterState, all_reduce_mean, check_args, trainable
 log = logging.getLogger("pcomm.optim")
 
 
-class DiLoCo:
-    """Synchronous DiLoCo. See the module docstring."""
+class DiLoCo(torch.optim.Optimizer):
+    """Synchronous DiLoCo. See the module docstring.
+
+    It is a ``torch.optim.Optimizer`` whose ``param_groups`` and ``state`` are the inner
+    optimizer's own objects: LR schedulers (``StepLR(opt, ...)``, ``OneCycleLR``, warmup),
+    gradient clipping over ``opt.param_groups`` and ``torch.amp.GradScaler(...).step(opt)``
+    act on the inner optimizer, and ``step(closure)`` passes the closure on."""
 
     def __init__(
         self,
@@ -42,6 +47,12 @@ class DiLoCo:
         progress: Any = None,
     ) -> None:
         params = check_args(model, inner_optimizer, sync_every, outer_lr, outer_momentum)
+        # Optimizer's bookkeeping (hooks, step patching), then the inner optimizer's groups
+        # and state in place of our own: one set of hyperparameters, seen from both.
+        super().__init__(params, {})
+        self.param_groups = inner_optimizer.param_groups
+        self.state = inner_optimizer.state
+        self.defaults = inner_optimizer.defaults
         self.model, self.inner, self.comm = model, inner_optimizer, comm
         self.sync_every, self.outer_lr, self.outer_momentum = sync_every, outer_lr, outer_momentum
         self.nesterov, self.quantization = nesterov, quantization
@@ -63,14 +74,25 @@ class DiLoCo:
         return self.outer.shared.revision
 
     @property
-    def state(self):
-        """The SharedState holding θ_global and the outer momentum."""
+    def shared_state(self):
+        """The SharedState holding θ_global and the outer momentum (``state`` is the
+        torch Optimizer's: the inner optimizer's per-parameter state)."""
         return self.outer.shared
+
+    def state_dict(self) -> dict:  # type: ignore[override]
+        raise NotImplementedError(
+            "DiLoCo checkpoints (inner state, θ_global, outer momentum, outer step) are not implemented yet; "
+            "opt.inner.state_dict() and opt.shared_state hold the pieces")
+
+    def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
+        raise NotImplementedError("DiLoCo checkpoints are not implemented yet (see state_dict)")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.inner.zero_grad(set_to_none=set_to_none)
 
-    def step(self, closure: Any = None) -> Any:
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """One inner step (``closure`` goes to the inner optimizer); every ``sync_every``
+        inner steps, also the outer step (a collective)."""
         loss = self.inner.step(closure)
         self.local_step += 1
         self._after_inner_step()
