@@ -5,12 +5,17 @@ baseline trained for the same number of inner steps, and the bytes DiLoCo moved 
 what an all-reduce of the gradients at every step would have moved.
 
 Run:  python examples/diloco_digits.py [--steps 1000] [--peers 4] [--sync-every 50] [--quantization minmax_u8]
+                                       [--checkpoint DIR]
+
+With --checkpoint, peer 0 saves the DiLoCo state at the end (DIR/diloco.pt) and, when the
+file exists at the start, resumes from it: the other peers start fresh and take its state.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -72,9 +77,18 @@ def peer(args) -> None:
         model = make_model()
         inner = torch.optim.AdamW(model.parameters(), lr=2e-3)
         quantization = None if args.quantization == "none" else args.quantization
-        opt = pcomm.optim.DiLoCo(model, inner, comm, sync_every=args.sync_every, quantization=quantization)
+        path = os.path.join(args.checkpoint, "diloco.pt") if args.checkpoint else None
+        resume = None
+        if path and args.index == 0 and os.path.exists(path):
+            resume = torch.load(path, weights_only=False)
+            print(f"peer 0 resumes from {path} at outer step {resume['revision']}", file=sys.stderr, flush=True)
+        opt = pcomm.optim.DiLoCo(model, inner, comm, sync_every=args.sync_every, quantization=quantization,
+                                 checkpoint=resume)
         train(model, opt, x[shard], y[shard], args.steps, np.random.default_rng(100 + args.index),
               report=args.index == 0)
+        if path and args.index == 0:
+            os.makedirs(args.checkpoint, exist_ok=True)
+            torch.save(opt.state_dict(), path)
         n_params = sum(p.numel() for p in model.parameters())
         print(json.dumps({"accuracy": accuracy(model, tx, ty), "bytes_sent": opt.bytes_sent, "params": n_params,
                           "outer_steps": opt.outer_step}), flush=True)
@@ -87,6 +101,7 @@ def main() -> int:
     parser.add_argument("--sync-every", type=int, default=50)
     parser.add_argument("--quantization", choices=["none", "minmax_u8"], default="none",
                         help="wire quantization of the outer all-reduce")
+    parser.add_argument("--checkpoint", metavar="DIR", help="save (peer 0) and resume the DiLoCo state here")
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--coordinator", help=argparse.SUPPRESS)
@@ -100,7 +115,8 @@ def main() -> int:
         procs = [
             subprocess.Popen([sys.executable, __file__, "--peer", "--index", str(i), "--coordinator", coord.address,
                               "--peers", str(args.peers), "--steps", str(args.steps),
-                              "--sync-every", str(args.sync_every), "--quantization", args.quantization],
+                              "--sync-every", str(args.sync_every), "--quantization", args.quantization]
+                             + (["--checkpoint", args.checkpoint] if args.checkpoint else []),
                              stdout=subprocess.PIPE, text=True)
             for i in range(args.peers)
         ]

@@ -227,5 +227,93 @@ def test_diloco_is_a_torch_optimizer(coordinator):
             before = float(model(torch.ones(1, 4)).sum())
         assert float(opt.step(closure).detach()) == before  # the closure ran, before the update
         assert opt.local_step == 13
-        with pytest.raises(NotImplementedError, match="not implemented yet"):
-            opt.state_dict()
+        with pytest.raises(pcomm.errors.InvalidArgumentError, match="checkpoint="):
+            opt.load_state_dict(opt.state_dict())
+
+
+def run_threads(fns, timeout=60):
+    import threading
+
+    errors = []
+
+    def guard(fn):
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=guard, args=(fn,)) for fn in fns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("variant", ["sync", "streaming"])
+def test_a_run_resumes_from_one_peers_checkpoint(variant, tmp_path):
+    """Train, stop every peer, restart 3 peers of which one loads a checkpoint: all
+    continue from its outer step with its exact bits (fresh peers do not outvote it)."""
+    import io
+
+    def make(seed):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+
+    def optimizer(model, comm, **kw):
+        inner = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        cls = pcomm.optim.StreamingDiLoCo if variant == "streaming" else pcomm.optim.DiLoCo
+        extra = {"fragments": 2} if variant == "streaming" else {}
+        return cls(model, inner, comm, sync_every=4, **extra, **kw)
+
+    def train(opt, model, index, outer_steps):
+        x, y = shard(index)
+        while opt.outer_step < outer_steps:
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y[:, :4]).backward()
+            opt.step()
+
+    saved = {}
+    with pcomm.Coordinator() as coord:  # the first run: 2 peers, 3 outer steps
+        def first(i):
+            def go():
+                with pcomm.Communicator(coord.address, timeout=30) as comm:
+                    comm.connect()
+                    comm.wait_for_peers(2)
+                    model = make(0)
+                    opt = optimizer(model, comm)
+                    train(opt, model, i, 3)
+                    if i == 0:
+                        buf = io.BytesIO()
+                        torch.save(opt.state_dict(), buf)
+                        saved["ckpt"] = buf.getvalue()
+            return go
+
+        run_threads([first(0), first(1)])
+    ckpt = torch.load(io.BytesIO(saved["ckpt"]), weights_only=False)
+    assert ckpt["revision"] == 3
+    bits = {name: t.numpy().tobytes() for name, t in ckpt["shared"].items()}
+
+    after_load, final = {}, {}
+    with pcomm.Coordinator() as coord:  # the restart: 3 fresh processes' worth of peers
+        def second(i):
+            def go():
+                with pcomm.Communicator(coord.address, timeout=30) as comm:
+                    comm.connect()
+                    comm.wait_for_peers(3)
+                    model = make(100)  # fresh weights (the same on fresh peers), not the checkpoint's
+                    opt = optimizer(model, comm, checkpoint=ckpt if i == 1 else None)
+                    after_load[i] = (opt.outer_step, {n: t.numpy().tobytes() for n, t in opt.shared_state.tensors.items()},
+                                     [p.detach().clone() for p in model.parameters()])
+                    train(opt, model, i, 5)
+                    final[i] = (opt.outer_step, b"".join(t.numpy().tobytes() for _, t in
+                                                          sorted(opt.shared_state.tensors.items())))
+            return go
+
+        run_threads([second(0), second(1), second(2)])
+    for i in range(3):
+        assert after_load[i][0] == 3
+        assert after_load[i][1] == bits, f"peer {i} did not take the checkpoint's exact bits"
+    for a, b in zip(after_load[0][2], after_load[2][2]):
+        assert torch.equal(a, b)  # the models start from θ_global too
+    assert len({f for f in final.values()}) == 1 and final[0][0] == 5

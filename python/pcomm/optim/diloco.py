@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 
+from ..errors import InvalidArgumentError
 from ._outer import OuterState, all_reduce_mean, check_args, trainable
 
 log = logging.getLogger("pcomm.optim")
+kCheckpointFormat = "pcomm.diloco/1"
 
 
 class DiLoCo(torch.optim.Optimizer):
@@ -45,6 +47,7 @@ class DiLoCo(torch.optim.Optimizer):
         nesterov: bool = True,
         quantization: str | None = None,
         progress: Any = None,
+        checkpoint: dict | None = None,
     ) -> None:
         params = check_args(model, inner_optimizer, sync_every, outer_lr, outer_momentum)
         # Optimizer's bookkeeping (hooks, step patching), then the inner optimizer's groups
@@ -62,8 +65,12 @@ class DiLoCo(torch.optim.Optimizer):
         self.bytes_sent = 0  # wire bytes of the outer all-reduces on this peer
         self.last_world_size = comm.world_size
         # Construction is a boundary without update_topology: connect() (or the others'
-        # update_topology) just returned, so everyone continues with the state sync.
-        self._sync_state()
+        # update_topology) just returned, so everyone continues with the state sync. A
+        # peer resuming from a checkpoint offers it there as authoritative: it wins over
+        # freshly initialised peers (two different checkpoints are refused, naming both).
+        if checkpoint is not None:
+            self._load(checkpoint)
+        self._sync_state("send_only" if checkpoint is not None else "enforce_popular")
 
     def _fragments(self, params: list) -> list[list[int]]:
         return [list(range(len(params)))]
@@ -80,12 +87,40 @@ class DiLoCo(torch.optim.Optimizer):
         return self.outer.shared
 
     def state_dict(self) -> dict:  # type: ignore[override]
-        raise NotImplementedError(
-            "DiLoCo checkpoints (inner state, θ_global, outer momentum, outer step) are not implemented yet; "
-            "opt.inner.state_dict() and opt.shared_state hold the pieces")
+        """A checkpoint: the inner optimizer's state, θ_global, the outer momentum and the
+        outer step (``torch.save`` it). It describes the last outer step: inner steps
+        since then are not in it. Resume with ``DiLoCo(..., checkpoint=sd)``."""
+        return {
+            "format": kCheckpointFormat,
+            "inner": self.inner.state_dict(),
+            "shared": {name: t.detach().clone() for name, t in self.outer.shared.tensors.items()},
+            "revision": self.outer.shared.revision,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
-        raise NotImplementedError("DiLoCo checkpoints are not implemented yet (see state_dict)")
+        raise InvalidArgumentError(
+            "a DiLoCo checkpoint is offered to the other peers at the construction sync: pass it to the "
+            "constructor, DiLoCo(model, inner, comm, ..., checkpoint=state_dict), instead of load_state_dict()")
+
+    def _load(self, checkpoint: dict) -> None:
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != kCheckpointFormat:
+            raise InvalidArgumentError("checkpoint must be a dict from DiLoCo.state_dict() (format "
+                                       f"{kCheckpointFormat!r})")
+        mine, theirs = self.outer.shared.tensors, checkpoint["shared"]
+        if sorted(mine) != sorted(theirs):
+            missing = sorted(set(mine) ^ set(theirs))[:3]
+            raise InvalidArgumentError(f"the checkpoint is of another model: tensors {missing} differ")
+        for name, t in mine.items():
+            if tuple(theirs[name].shape) != tuple(t.shape):
+                raise InvalidArgumentError(f"the checkpoint's '{name}' has shape {tuple(theirs[name].shape)}, "
+                                           f"the model's {tuple(t.shape)}")
+        self.inner.load_state_dict(checkpoint["inner"])
+        with torch.no_grad():
+            for name, t in mine.items():
+                t.copy_(theirs[name])
+        self.outer.shared.revision = int(checkpoint["revision"])
+        self.local_step = self.outer.shared.revision * self.sync_every  # at that outer step
+        self.outer.load_into_model()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.inner.zero_grad(set_to_none=set_to_none)
@@ -122,7 +157,7 @@ class DiLoCo(torch.optim.Optimizer):
             except Exception as e:  # metadata must never stop training
                 log.warning("progress report failed (training goes on): %s", e)
 
-    def _sync_state(self) -> None:
-        info = self.comm.sync_shared_state(self.outer.shared)
+    def _sync_state(self, strategy: str = "enforce_popular") -> None:
+        info = self.comm.sync_shared_state(self.outer.shared, strategy=strategy)
         if info.tensors_received:
             self.outer.load_into_model()
