@@ -10,6 +10,7 @@
 #include "core/errors.h"
 #include "proto/fields.h"
 #include "proto/key_messages.h"
+#include "proto/status_messages.h"
 #include "proto/messages.h"
 #include "proto/path_messages.h"
 #include "proto/relay_messages.h"
@@ -123,6 +124,8 @@ bool decode_message(uint16_t type, const uint8_t* data, size_t size) {
     case MsgType::kRelayRegistered: return listed<proto::RelayRegistered>(data, size);
     case MsgType::kRelayJoin: return listed<proto::RelayJoin>(data, size);
     case MsgType::kLinkKeys: return listed<proto::LinkKeys>(data, size);
+    case MsgType::kStatusRequest: return listed<proto::StatusRequest>(data, size);
+    case MsgType::kStatusReply: return listed<proto::StatusReply>(data, size);
   }
   return false;  // a number no MsgType names: receivers refuse it before decoding
 }

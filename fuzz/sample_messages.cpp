@@ -3,6 +3,7 @@
 
 #include "proto/fields.h"
 #include "proto/key_messages.h"
+#include "proto/status_messages.h"
 #include "proto/messages.h"
 #include "proto/path_messages.h"
 #include "proto/relay_messages.h"
@@ -75,6 +76,8 @@ std::vector<SampleMessage> sample_messages() {
       listed("relay_join", proto::RelayJoin{kToken}),
       {"relay_paired", static_cast<uint16_t>(MsgType::kRelayPaired), {}},
       listed("link_keys", proto::LinkKeys{3, {"peer-b", "peer-c"}, {std::string(32, 'k'), std::string(32, 'K')}}),
+      listed("status_request", proto::StatusRequest{}),
+      listed("status_reply", proto::StatusReply{"default", 4, {"peer-a", "peer-b"}, {"198.18.0.1:1", "198.18.0.2:2"}, 1, 0}),
   };
 }
 

@@ -128,3 +128,29 @@ def test_logs_name_who_joined_and_who_is_gone(capfd, monkeypatch):
     assert f"ring of 2; joined: {b_id}" in err, err
     assert f"ring of 1; gone: {b_id}" in err, err
     assert f"peer {b_id} is no longer in the ring" in err and a_id in err, err
+
+
+def test_status_shows_the_ring_without_a_peer(tmp_path):
+    secret = tmp_path / "run.secret"
+    secret.write_text("s" * 32)
+    with pcomm.Coordinator(secret="s" * 32) as coord:
+        peers = [pcomm.Communicator(coord.address, timeout=10, secret="s" * 32) for _ in range(2)]
+        import threading
+
+        peers[0].connect()
+        joiner = threading.Thread(target=peers[1].connect)
+        joiner.start()
+        peers[0].wait_for_peers(2)
+        joiner.join(10)
+        out = subprocess.run([sys.executable, "-m", "pcomm", "status", "--coordinator", coord.address,
+                              "--secret-file", str(secret)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert f"epoch {coord.epoch}: 2 peers, 0 pending" in out.stdout
+        for rank, peer_id in enumerate(coord.peers):
+            assert re.search(rf"rank +{rank}  peer {peer_id}  127\.0\.0\.1:\d+", out.stdout), out.stdout
+        wrong = subprocess.run([sys.executable, "-m", "pcomm", "status", "--coordinator", coord.address],
+                               capture_output=True, text=True, timeout=30, env={**__import__("os").environ,
+                                                                                "PCOMM_SECRET_FILE": ""})
+        assert wrong.returncode == 2 and "needs its secret" in wrong.stderr, wrong.stderr
+        for p in peers:
+            p.close()

@@ -17,6 +17,7 @@
 #include "net/tls_link.h"
 #include "proto/key_messages.h"
 #include "proto/path_messages.h"
+#include "proto/status_messages.h"
 
 namespace pcomm::coord {
 
@@ -198,7 +199,12 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
   auto msg_type = static_cast<MsgType>(type);
   if (conn.observing) throw ProtocolError("a message before the Welcome");
   if (conn.peer_id.empty()) {
-    if (msg_type != MsgType::kHello) throw ProtocolError("the first message must be Hello");
+    if (msg_type == MsgType::kStatusRequest) {
+      proto::decode_fields<proto::StatusRequest>(payload, size);
+      conn.link->send(proto::frame_of_fields(status()));
+      return;  // the client closes (or the hello timeout does)
+    }
+    if (msg_type != MsgType::kHello) throw ProtocolError("the first message must be Hello or StatusRequest");
     on_hello(conn_id, proto::Hello::decode(payload, size));
     return;
   }
@@ -517,6 +523,20 @@ void Coordinator::execute(const Actions& actions) {
       break;
     }
   }
+}
+
+proto::StatusReply Coordinator::status() const {
+  proto::StatusReply r;
+  r.run = options_.run;
+  r.epoch = membership_.epoch();
+  for (const auto& id : membership_.ring()) {
+    r.peers.push_back(id);
+    auto it = conn_of_peer_.find(id);
+    r.addresses.push_back(it == conn_of_peer_.end() ? "" : conns_.at(it->second).link->remote());
+  }
+  r.pending = membership_.pending_count();
+  r.collectives_running = static_cast<uint32_t>(collectives_.running());
+  return r;
 }
 
 void Coordinator::log_ring_change() {

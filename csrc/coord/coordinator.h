@@ -28,6 +28,7 @@
 #include "net/event_loop.h"
 #include "net/frame_conn.h"
 #include "net/run_keys.h"
+#include "proto/status_messages.h"
 
 namespace pcomm::coord {
 
@@ -118,6 +119,8 @@ class Coordinator {
   void tick();
   // Logs a new epoch's ring with who joined and who is gone since the last one logged.
   void log_ring_change();
+  // What `pcomm status` shows (loop thread).
+  proto::StatusReply status() const;
   void publish_snapshot();
   std::string new_peer_id();
 

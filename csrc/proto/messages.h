@@ -60,6 +60,8 @@ enum class MsgType : uint16_t {
   kRelayJoin = 42,
   kRelayPaired = 43,
   kLinkKeys = 44,  // coordinator -> peer, before each Topology of a run with a secret (key_messages.h)
+  kStatusRequest = 45,  // anyone with the run's credentials -> coordinator (status_messages.h)
+  kStatusReply = 46,
 };
 
 // How a collective or a state sync ended, on the wire (CollDone/StateDone from a peer,

@@ -9,6 +9,7 @@
 The run secret comes from --secret-file, else from the file named by $PCOMM_SECRET_FILE.
     pcomm dht --listen /ip4/HOST/tcp/PORT [--bootstrap MULTIADDR ...] [--key-file PATH]
     pcomm progress --run RUN --bootstrap MULTIADDR ... [--watch SECONDS] [--secret-file PATH]
+    pcomm status --coordinator HOST:PORT [--secret-file PATH] [--watch SECONDS]
 """
 
 from __future__ import annotations
@@ -187,6 +188,22 @@ def _progress(args: argparse.Namespace) -> int:
             store.close()
 
 
+def _status(args: argparse.Namespace) -> int:
+    from . import _pcomm
+
+    secret = _secret_of(args) or b""
+    stop = _stop_on_signals()
+    while True:
+        s = _pcomm.coordinator_status(args.coordinator, secret, args.timeout)
+        print(f"run '{s['run']}' at {args.coordinator}, epoch {s['epoch']}: {len(s['peers'])} peers, "
+              f"{s['pending']} pending, {s['collectives_running']} collectives running", flush=True)
+        for rank, (peer, address) in enumerate(s["peers"]):
+            print(f"  rank {rank:>3}  peer {peer}  {address}", flush=True)
+        if args.watch is None or stop.wait(args.watch):
+            return 0
+        print(flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import PROTOCOL_VERSION, __version__
 
@@ -228,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     prog.add_argument("--timeout", type=float, default=30.0, help="seconds to find a replica and sync (default 30)")
     prog.add_argument("--secret-file", metavar="PATH", help="file holding the run secret (default: $PCOMM_SECRET_FILE)")
     prog.set_defaults(func=_progress)
+    status = sub.add_parser("status", help="print a run's ring as its coordinator sees it (no peer needed)")
+    status.add_argument("--coordinator", required=True, metavar="HOST:PORT")
+    status.add_argument("--secret-file", metavar="PATH", help="file holding the run secret (default: $PCOMM_SECRET_FILE)")
+    status.add_argument("--watch", type=float, metavar="SECONDS", help="print again every SECONDS until Ctrl-C")
+    status.add_argument("--timeout", type=float, default=10.0, help="seconds to get an answer (default 10)")
+    status.set_defaults(func=_status)
     return parser
 
 
