@@ -6,12 +6,7 @@
 #include "bindings/register.h"
 #include "coord/collectives.h"
 #include "coord/coordinator.h"
-#include "net/address.h"
-#include "net/link_frames.h"
-#include "net/run_keys.h"
-#include "net/tcp_link.h"
-#include "net/tls_link.h"
-#include "proto/status_messages.h"
+#include "coord/status_client.h"
 #include "coord/state_sync.h"
 #include "coord/membership.h"
 #include "coord/path_broker.h"
@@ -78,34 +73,13 @@ py::list to_python(const coord::Actions& actions) {
 
 }  // namespace
 
-// `pcomm status`: asks the coordinator at address for the run's status (a StatusRequest
-// as the first frame; TLS keyed by the secret when one is given).
-py::dict coordinator_status(const std::string& address, const py::bytes& secret_bytes, double timeout) {
-  std::string secret = secret_bytes;
+// `pcomm status`: the run's status as its coordinator at address sees it.
+py::dict coordinator_status(const std::string& address, const py::bytes& secret, double timeout) {
+  std::string key = secret;  // with the GIL, before it is released
   proto::StatusReply r;
   {
     py::gil_scoped_release release;
-    Deadline deadline(seconds_to_duration(timeout));
-    auto sock = net::Socket::connect_blocking(net::resolve(net::parse_host_port(address, false)), deadline);
-    std::shared_ptr<net::Link> link = std::make_shared<net::TcpLink>(std::move(sock), net::LinkKind::kDirect);
-    if (!secret.empty()) {
-      auto tls = net::TlsLink::client(link, net::coordinator_identity(), net::derive_key(secret, net::kCoordinatorPsk));
-      tls->handshake(deadline.at());
-      link = tls;
-    }
-    net::send_frame(*link, static_cast<uint16_t>(proto::MsgType::kStatusRequest), {}, deadline.at());
-    uint16_t type = 0;
-    auto payload = net::read_frame(*link, &type, proto::kMaxControlPayload, deadline.at());
-    link->shutdown();
-    if (type == static_cast<uint16_t>(proto::MsgType::kError)) {
-      auto err = proto::ErrorMsg::decode(payload.data(), payload.size());
-      if (err.code == proto::ErrorCode::kUnauthenticated) throw AuthenticationError(err.text);
-      throw ProtocolError("the coordinator at " + address + " refused: " + err.text);
-    }
-    if (type != static_cast<uint16_t>(proto::MsgType::kStatusReply)) {
-      throw ProtocolError("the coordinator at " + address + " answered with message type " + std::to_string(type));
-    }
-    r = proto::decode_fields<proto::StatusReply>(payload.data(), payload.size());
+    r = coord::query_status(address, key, seconds_to_duration(timeout));
   }
   py::dict d;
   d["run"] = r.run;

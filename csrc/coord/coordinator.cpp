@@ -166,11 +166,7 @@ void Coordinator::on_accept() {
       std::shared_ptr<net::Link> raw = std::make_shared<net::TcpLink>(std::move(s), net::LinkKind::kDirect);
       if (!options_.secret.empty()) {
         raw = net::TlsLink::server(
-            raw,
-            [key = coordinator_key_](const std::string& identity) {
-              if (identity == net::coordinator_identity()) return net::KeyAnswer::of(key);
-              return net::KeyAnswer::unknown("not a coordinator key");
-            },
+            raw, net::single_key(net::coordinator_identity(), coordinator_key_),
             proto::frame_of(proto::ErrorMsg{proto::ErrorCode::kUnauthenticated,
                                             "this run needs its secret: give secret= / --secret-file / "
                                             "PCOMM_SECRET_FILE (the same as the coordinator's)"}));

@@ -57,6 +57,7 @@ Relay::Relay(RelayOptions options)
   }
   if (options_.idle_timeout <= Duration::zero()) throw InvalidArgument("idle_timeout must be positive");
   check_secure_listen("relay", options_.listen, options_.secret, options_.insecure);
+  if (!options_.secret.empty()) relay_key_ = derive_key(options_.secret, kRelayPsk);
 }
 
 Relay::~Relay() { stop(); }
@@ -151,13 +152,7 @@ void Relay::on_first_bytes(uint64_t id) {
   bool tls = first == kTlsHandshakeRecord && !options_.secret.empty();
   try {
     std::shared_ptr<Link> link = std::make_shared<TcpLink>(std::move(s), LinkKind::kDirect);
-    if (tls) {
-      auto key = derive_key(options_.secret, kRelayPsk);
-      link = TlsLink::server(link, [key](const std::string& identity) {
-        if (identity == relay_identity()) return KeyAnswer::of(key);
-        return KeyAnswer::unknown("not a relay key");
-      });
-    }
+    if (tls) link = TlsLink::server(link, single_key(relay_identity(), relay_key_));
     start_conn(id, std::move(link), source, tls);
   } catch (const std::exception& e) {
     log_.warn("could not take a connection from ", source, ": ", e.what());

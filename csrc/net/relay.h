@@ -24,6 +24,7 @@
 #include "net/cancel.h"
 #include "net/event_loop.h"
 #include "net/frame_conn.h"
+#include "net/run_keys.h"
 #include "net/socket.h"
 
 namespace pcomm::net {
@@ -102,6 +103,7 @@ class Relay {
   std::string address_;
   std::atomic<bool> running_{false};
   Cancel stopping_;
+  Key relay_key_{};  // derived from the secret once (runs with a secret)
 
   // Loop thread.
   std::map<uint64_t, Conn> conns_;

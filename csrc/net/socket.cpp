@@ -111,17 +111,19 @@ Socket Socket::connect_start_from(uint16_t local_port, const sockaddr_in& addr) 
 }
 
 Socket Socket::connect_blocking(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port,
-                                const Cancel* cancel) {
+                                const Cancel* cancel, const std::function<void()>& every_slice, Duration slice) {
   Socket s = local_port ? connect_start_from(local_port, addr) : connect_start(addr);
   for (;;) {
     pollfd fds[2] = {{s.fd(), POLLOUT, 0}, {cancel ? cancel->fd() : -1, POLLIN, 0}};
     auto left = deadline.remaining();
+    if (every_slice) left = std::min<Duration>(left, slice);
     int ms = static_cast<int>(std::chrono::ceil<Millis>(left).count());
     int rc = ::poll(fds, 2, ms);
     if (cancel && cancel->fired()) throw Aborted(cancel->reason());
     if (rc < 0 && errno == EINTR) continue;
-    if (rc == 0 || (rc < 0 && deadline.expired())) throw TimeoutError("connect to " + format_sockaddr(addr) + " timed out");
-    break;
+    if (rc != 0) break;  // writable, or a poll error that finish_connect reports
+    if (every_slice) every_slice();
+    if (deadline.expired()) throw TimeoutError("connect to " + format_sockaddr(addr) + " timed out");
   }
   std::string err = s.finish_connect();
   if (!err.empty()) throw IoError("connect to " + format_sockaddr(addr) + " failed: " + err);

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "core/clock.h"
@@ -44,9 +45,11 @@ class Socket {
   // mapping of that port is the one used. A 4-tuple already in use fails with IoError.
   static Socket connect_start_from(uint16_t local_port, const sockaddr_in& addr);
   // Blocking connect bounded by the deadline; throws IoError or TimeoutError, and
-  // Aborted when cancel (may be null) fires meanwhile.
+  // Aborted when cancel (may be null) fires meanwhile. With `every_slice`, the wait runs
+  // in slices of at most slice and calls it between them (it may throw: a Ctrl-C check).
   static Socket connect_blocking(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port = 0,
-                                 const Cancel* cancel = nullptr);
+                                 const Cancel* cancel = nullptr, const std::function<void()>& every_slice = {},
+                                 Duration slice = std::chrono::milliseconds(100));
   // After writability on a connect_start socket: empty string on success, else the error.
   std::string finish_connect() const;
   // Accepts one pending connection (non-blocking); invalid Socket when none is pending.

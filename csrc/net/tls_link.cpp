@@ -204,6 +204,20 @@ const Contexts& contexts() {
 
 }  // namespace
 
+KeyLookup single_key(std::string identity, const Key& key) {
+  return [identity = std::move(identity), key](const std::string& presented) {
+    if (presented == identity) return KeyAnswer::of(key);
+    return KeyAnswer::unknown("the client presented '" + presented + "', not '" + identity + "'");
+  };
+}
+
+std::shared_ptr<Link> coordinator_client(std::shared_ptr<Link> link, const std::string& secret, TimePoint deadline) {
+  if (secret.empty()) return link;
+  auto tls = TlsLink::client(std::move(link), coordinator_identity(), derive_key(secret, kCoordinatorPsk));
+  tls->handshake(deadline);
+  return tls;
+}
+
 struct TlsLink::Native {
   SSL* ssl = nullptr;
   ~Native() { SSL_free(ssl); }  // frees the BIO too

@@ -47,6 +47,12 @@ struct KeyAnswer {
   static KeyAnswer not_yet() { return {Kind::kNotYet, {}, {}}; }
 };
 using KeyLookup = std::function<KeyAnswer(const std::string& identity)>;
+// A server that knows one identity and its key (the coordinator's and the relay's).
+KeyLookup single_key(std::string identity, const Key& key);
+
+// A client link to a run's coordinator: TLS keyed by the secret with the handshake done
+// (blocking, within deadline), or `link` itself when the secret is empty.
+std::shared_ptr<Link> coordinator_client(std::shared_ptr<Link> link, const std::string& secret, TimePoint deadline);
 
 class TlsLink : public Link {
  public:

@@ -1,12 +1,10 @@
 // Communicator implementation; see communicator.h.
 #include "peer/communicator.h"
 
-#include <poll.h>
 #include <sys/epoll.h>
 
 #include <netinet/in.h>
 
-#include <cerrno>
 #include <thread>
 
 #include "core/errors.h"
@@ -108,7 +106,9 @@ void Communicator::connect(Duration timeout) {
   auto started = Clock::now();
   while (!coord_link) {
     try {
-      auto sock = dial_coordinator(net::resolve(coord_hp), deadline, shared_port);
+      // In slices, so that Ctrl-C gets through while the coordinator does not answer.
+      auto sock = net::Socket::connect_blocking(net::resolve(coord_hp), deadline, shared_port, nullptr,
+                                                [this] { check_interrupt("connect"); }, kInterruptCheck);
       local_address = net::format_sockaddr(sock.local_address());
       coord_link = coordinator_link(std::move(sock), deadline);
     } catch (const TimeoutError&) {
@@ -197,30 +197,10 @@ void Communicator::check_interrupt(const char* what) {
   if (interrupt_check_ && interrupt_check_()) throw Interrupted(std::string(what) + " interrupted");
 }
 
-net::Socket Communicator::dial_coordinator(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port) {
-  // Like Socket::connect_blocking, but waits in slices so that Ctrl-C gets through.
-  auto s = net::Socket::connect_start_from(local_port, addr);
-  for (;;) {
-    pollfd p{s.fd(), POLLOUT, 0};
-    auto slice = std::min<Duration>(deadline.remaining(), kInterruptCheck);
-    int rc = ::poll(&p, 1, static_cast<int>(std::chrono::ceil<Millis>(slice).count()));
-    if (rc < 0 && errno == EINTR) continue;
-    if (rc > 0) break;
-    check_interrupt("connect");
-    if (deadline.expired()) throw TimeoutError("connect to " + net::format_sockaddr(addr) + " timed out");
-  }
-  std::string err = s.finish_connect();
-  if (!err.empty()) throw IoError("connect to " + net::format_sockaddr(addr) + " failed: " + err);
-  return s;
-}
-
 std::shared_ptr<net::Link> Communicator::coordinator_link(net::Socket socket, const Deadline& deadline) {
   std::shared_ptr<net::Link> link = std::make_shared<net::TcpLink>(std::move(socket), net::LinkKind::kDirect);
-  if (options_.secret.empty()) return link;
-  auto tls = net::TlsLink::client(link, net::coordinator_identity(),
-                                  net::derive_key(options_.secret, net::kCoordinatorPsk));
   try {
-    tls->handshake(Clock::now() + deadline.remaining());
+    return net::coordinator_client(std::move(link), options_.secret, deadline.at());
   } catch (const AuthenticationError& e) {
     throw AuthenticationError("the coordinator at " + options_.coordinator + " did not accept this run's secret: " +
                               e.what());
@@ -229,7 +209,6 @@ std::shared_ptr<net::Link> Communicator::coordinator_link(net::Socket socket, co
     // (it cannot parse TLS), and so does one too busy to take us now. Retried.
     throw IoError(std::string(e.what()) + " (does the coordinator hold this run's secret?)");
   }
-  return tls;
 }
 
 std::shared_ptr<net::Link> Communicator::secure_link(std::shared_ptr<net::Link> link, const std::string& peer,

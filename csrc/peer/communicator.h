@@ -114,8 +114,6 @@ class Communicator {
   void on_observe(const proto::Observe& observe);
   // Caller thread: throws Interrupted when the interrupt check fires (Ctrl-C).
   void check_interrupt(const char* what);
-  // A TCP connection to the coordinator from local_port, interruptible (caller thread).
-  net::Socket dial_coordinator(const sockaddr_in& addr, const Deadline& deadline, uint16_t local_port);
   // The link to the coordinator, authenticated when the run has a secret (caller thread).
   std::shared_ptr<net::Link> coordinator_link(net::Socket socket, const Deadline& deadline);
   // Driver side of a data link: TLS with the pair's newest key (data-plane thread).
