@@ -126,6 +126,7 @@ bool decode_message(uint16_t type, const uint8_t* data, size_t size) {
     case MsgType::kLinkKeys: return listed<proto::LinkKeys>(data, size);
     case MsgType::kStatusRequest: return listed<proto::StatusRequest>(data, size);
     case MsgType::kStatusReply: return listed<proto::StatusReply>(data, size);
+    case MsgType::kPeerReport: return listed<proto::PeerReport>(data, size);
   }
   return false;  // a number no MsgType names: receivers refuse it before decoding
 }

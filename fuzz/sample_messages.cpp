@@ -38,7 +38,7 @@ std::vector<SampleMessage> sample_messages() {
   return {
       coded("error", MsgType::kError, proto::ErrorMsg{proto::ErrorCode::kVersionMismatch, "remote speaks version 1"}),
       coded("hello", MsgType::kHello, proto::Hello{"run-1", "10.0.0.1:29500", ""}),
-      coded("welcome", MsgType::kWelcome, proto::Welcome{"peer-a", true, 5000, "198.18.0.1:40001"}),
+      coded("welcome", MsgType::kWelcome, proto::Welcome{"peer-a", true, 5000, "198.18.0.1:40001", "0123456789abcdef"}),
       coded("heartbeat", MsgType::kHeartbeat, proto::Heartbeat{2}),
       coded("update_topology", MsgType::kUpdateTopology, proto::UpdateTopology{7}),
       coded("cancel_update_topology", MsgType::kCancelUpdateTopology, proto::UpdateTopology{7}),
@@ -77,7 +77,12 @@ std::vector<SampleMessage> sample_messages() {
       {"relay_paired", static_cast<uint16_t>(MsgType::kRelayPaired), {}},
       listed("link_keys", proto::LinkKeys{3, {"peer-b", "peer-c"}, {std::string(32, 'k'), std::string(32, 'K')}}),
       listed("status_request", proto::StatusRequest{}),
-      listed("status_reply", proto::StatusReply{"default", 4, {"peer-a", "peer-b"}, {"198.18.0.1:1", "198.18.0.2:2"}, 1, 0}),
+      listed("status_reply", proto::StatusReply{"default", "0123456789abcdef", 4, {"peer-a", "peer-b"},
+                                                {"198.18.0.1:1", "198.18.0.2:2"}, 1, 0,
+                                                {"peer-b:direct,peer-b:direct", ""}, {12, 0}, {350, proto::kNoValue},
+                                                {"tag 0, world 2", ""}, {7, proto::kNoValue}, {1 << 20, 0}}),
+      listed("peer_report", proto::PeerReport{12, 1, 1 << 20, 1 << 20, 0, 350, 2, "", 7, {"peer-b", "peer-c"},
+                                              {"direct", "relayed"}}),
   };
 }
 

@@ -68,7 +68,7 @@ def main():
     last = opt.outer_step
 
     def report():
-        print(json.dumps({"revision": opt.outer_step, "world": comm.world_size, "reduced": opt.last_world_size,
+        print(json.dumps({"peer": comm.peer_id, "revision": opt.outer_step, "world": comm.world_size, "reduced": opt.last_world_size,
                           "globals": digest(opt.outer.globals), "momentum": digest(opt.outer.momentum),
                           "params": digest(list(model.parameters())), "step": opt.local_step}), flush=True)
 

@@ -137,17 +137,44 @@ def test_status_shows_the_ring_without_a_peer(tmp_path):
         peers = [pcomm.Communicator(coord.address, timeout=10, secret="s" * 32) for _ in range(2)]
         import threading
 
+        import torch
+
         peers[0].connect()
         joiner = threading.Thread(target=peers[1].connect)
         joiner.start()
         peers[0].wait_for_peers(2)
         joiner.join(10)
+        assert peers[0].run_id == peers[1].run_id == coord.run_id and len(coord.run_id) == 16
+        # Both peers have reported their links (throughput counts from a peer's first report).
+        assert wait_for(lambda: all(p["links"] for p in pcomm._pcomm.coordinator_status(coord.address, b"s" * 32, 5)["peers"]), 5)
+        # One all-reduce of 1 MiB each, and a step from the application on one peer.
+        data = [torch.full((1 << 18,), float(i + 1)) for i in range(2)]
+        works = [p.all_reduce_async(t) for p, t in zip(peers, data)]
+        for w in works:
+            w.wait()
+        assert torch.equal(data[0], torch.full((1 << 18,), 3.0))
+        peers[0].set_step(7)
+        ring = coord.peers
+        first = ring.index(peers[0].peer_id)
+        # Reports go out once a second: wait for the ones after the op and the step.
+        assert wait_for(lambda: [p["step"] for p in pcomm._pcomm.coordinator_status(coord.address, b"s" * 32, 5)["peers"]]
+                        == [7 if i == first else None for i in range(2)], 5)
+        s = pcomm._pcomm.coordinator_status(coord.address, b"s" * 32, 5)
+        for rank, p in enumerate(s["peers"]):
+            other = ring[1 - rank]
+            assert p["peer_id"] == ring[rank] and p["ops_done"] == 1 and p["links"] == [(other, "direct")], p
+            assert p["last_op"] == "tag 0, world 2" and 0 <= p["last_op_age"] < 10, p
+            # 1 MiB sent in the last 10 s (a ring of 2 sends half of the buffer twice).
+            assert 1 << 20 <= p["send_rate"] * 10 <= 2 * (1 << 20) * 10, p
         out = subprocess.run([sys.executable, "-m", "pcomm", "status", "--coordinator", coord.address,
                               "--secret-file", str(secret)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
+        assert f"(incarnation {coord.run_id})" in out.stdout
         assert f"epoch {coord.epoch}: 2 peers, 0 pending" in out.stdout
-        for rank, peer_id in enumerate(coord.peers):
-            assert re.search(rf"rank +{rank}  peer {peer_id}  127\.0\.0\.1:\d+", out.stdout), out.stdout
+        for rank, peer_id in enumerate(ring):
+            step = "7" if rank == first else "-"
+            assert re.search(rf"^ +{rank}  {peer_id}  127\.0\.0\.1:\d+ +{step} +1 +[\d.]+ s +[\d.]+ [KMG]?B/s  "
+                             rf"{ring[1 - rank]} direct$", out.stdout, re.M), out.stdout
         wrong = subprocess.run([sys.executable, "-m", "pcomm", "status", "--coordinator", coord.address],
                                capture_output=True, text=True, timeout=30, env={**__import__("os").environ,
                                                                                 "PCOMM_SECRET_FILE": ""})

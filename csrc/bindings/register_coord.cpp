@@ -81,11 +81,34 @@ py::dict coordinator_status(const std::string& address, const py::bytes& secret,
     py::gil_scoped_release release;
     r = coord::query_status(address, key, seconds_to_duration(timeout));
   }
+  auto optional = [](uint64_t v) -> py::object { return v == proto::kNoValue ? py::object(py::none()) : py::int_(v); };
   py::dict d;
   d["run"] = r.run;
+  d["run_id"] = r.run_id;
   d["epoch"] = r.epoch;
   py::list peers;
-  for (size_t i = 0; i < r.peers.size(); ++i) peers.append(py::make_tuple(r.peers[i], r.addresses[i]));
+  for (size_t i = 0; i < r.peers.size(); ++i) {
+    py::dict p;
+    p["peer_id"] = r.peers[i];
+    p["address"] = r.addresses[i];
+    py::list links;
+    std::string text = r.links[i];
+    for (size_t start = 0; start < text.size();) {
+      size_t end = text.find(',', start);
+      if (end == std::string::npos) end = text.size();
+      std::string one = text.substr(start, end - start);
+      size_t colon = one.rfind(':');
+      if (colon != std::string::npos) links.append(py::make_tuple(one.substr(0, colon), one.substr(colon + 1)));
+      start = end + 1;
+    }
+    p["links"] = links;
+    p["ops_done"] = r.ops_done[i];
+    p["last_op_age"] = r.last_age_ms[i] == proto::kNoValue ? py::object(py::none()) : py::float_(r.last_age_ms[i] / 1000.0);
+    p["last_op"] = r.last_op[i];
+    p["step"] = optional(r.steps[i]);
+    p["send_rate"] = r.send_rate[i];
+    peers.append(p);
+  }
   d["peers"] = peers;
   d["pending"] = r.pending;
   d["collectives_running"] = r.collectives_running;
@@ -119,6 +142,7 @@ void register_coord(py::module_& m) {
       .def("stop", &coord::Coordinator::stop, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("address", &coord::Coordinator::address)
       .def_property_readonly("running", &coord::Coordinator::running)
+      .def_property_readonly("run_id", &coord::Coordinator::run_id)
       .def("snapshot", [](const coord::Coordinator& c) {
         auto s = c.snapshot();
         py::dict d;

@@ -106,6 +106,8 @@ void register_peer(py::module_& m) {
       .def_property_readonly("rank", &peer::Communicator::rank)
       .def_property_readonly("epoch", &peer::Communicator::epoch)
       .def_property_readonly("peer_id", &peer::Communicator::peer_id)
+      .def_property_readonly("run_id", &peer::Communicator::run_id)
+      .def("set_step", &peer::Communicator::set_step, py::arg("step"))
       .def_property_readonly("peers", &peer::Communicator::peers)
       .def_property_readonly("pending_peers", &peer::Communicator::pending_peers)
       .def_property_readonly("connected", &peer::Communicator::connected)

@@ -39,6 +39,12 @@ constexpr int kMaxStrangers = 256;
 constexpr int kMaxStrangersPerSource = 64;
 constexpr uint32_t kMaxStrangerPayload = 16 * 1024;
 
+std::string random_hex(std::mt19937_64& rng) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
 }  // namespace
 
 
@@ -47,7 +53,8 @@ Coordinator::Coordinator(CoordinatorOptions options)
       log_([this] { return "coordinator " + address_; }),
       heartbeat_interval_(options_.heartbeat_timeout / kHeartbeatsPerTimeout),
       membership_(options_.heartbeat_timeout),
-      rng_(std::random_device{}()) {
+      rng_(std::random_device{}()),
+      run_id_(random_hex(rng_)) {
   if (options_.heartbeat_timeout < Millis(50)) {
     throw InvalidArgument("heartbeat_timeout must be at least 0.05 seconds");
   }
@@ -209,6 +216,9 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
   switch (msg_type) {
     case MsgType::kHeartbeat:
       proto::Heartbeat::decode(payload, size);
+      return;
+    case MsgType::kPeerReport:
+      reports_.on_report(peer, proto::decode_fields<proto::PeerReport>(payload, size), now);
       return;
     case MsgType::kUpdateTopology: {
       auto m = proto::UpdateTopology::decode(payload, size);
@@ -394,6 +404,7 @@ void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
     return;
   }
   conn_of_peer_.erase(peer);
+  reports_.forget(peer);
   if (membership_.knows(peer)) {
     log_.info("peer ", peer, " lost: ", reason);
     apply(membership_.on_lost(peer, Clock::now()));
@@ -467,6 +478,7 @@ void Coordinator::execute(const Actions& actions) {
         w.heartbeat_timeout_ms = static_cast<uint32_t>(to_millis(options_.heartbeat_timeout));
         auto it = conn_of_peer_.find(a.peer);
         if (it != conn_of_peer_.end()) w.observed_address = conns_.at(it->second).link->remote();
+        w.run_id = run_id_;
         send_to_peer(a.peer, proto::frame_of(w));
         break;
       }
@@ -489,6 +501,7 @@ void Coordinator::execute(const Actions& actions) {
         if (it == conn_of_peer_.end()) break;
         uint64_t conn_id = it->second;
         conn_of_peer_.erase(it);
+        reports_.forget(a.peer);
         conns_.at(conn_id).peer_id.clear();  // membership already forgot it
         conns_.at(conn_id).link->send_error_and_close(static_cast<uint16_t>(proto::ErrorCode::kDropped), a.reason);
         break;
@@ -532,6 +545,8 @@ proto::StatusReply Coordinator::status() const {
   }
   r.pending = membership_.pending_count();
   r.collectives_running = static_cast<uint32_t>(collectives_.running());
+  r.run_id = run_id_;
+  reports_.fill(r, Clock::now());
   return r;
 }
 

@@ -21,6 +21,7 @@
 #include "coord/collectives.h"
 #include "coord/membership.h"
 #include "coord/path_broker.h"
+#include "coord/peer_reports.h"
 #include "coord/relay_registry.h"
 #include "coord/state_sync.h"
 #include "core/clock.h"
@@ -68,6 +69,8 @@ class Coordinator {
     return net::pair_key(pair_master_, epoch, a, b);
   }
 
+  // This incarnation of the run (random, drawn at construction; peers see it as run_id).
+  const std::string& run_id() const { return run_id_; }
   // Snapshot for tests and the CLI; safe from any thread.
   struct Snapshot {
     uint64_t epoch = 0;
@@ -153,6 +156,8 @@ class Coordinator {
   const net::Key pair_master_ = net::random_key();  // this coordinator's root of the pair keys
   net::Key coordinator_key_{};  // derived from the secret once (runs with a secret)
   std::mt19937_64 rng_;
+  const std::string run_id_;  // this incarnation of the run (Welcome.run_id), drawn at start
+  PeerReports reports_;       // loop thread
   mutable std::mutex snapshot_mutex_;
   Snapshot snapshot_;
 };

@@ -46,14 +46,14 @@ void CollectiveOp::complete_locked(std::unique_lock<std::mutex>& lock, std::opti
                                    const std::string& message) {
   (void)lock;  // held throughout: the caller must not see kDone before the tag is free
   if (phase_ == Phase::kDone) return;
-  // Free the tag first (lock order: op mutex, then the communicator's), so a caller that
-  // returns from wait() may reuse the tag at once.
-  if (completed_) completed_(request_.tag, this);
   phase_ = Phase::kDone;
   error_ = error;
   message_ = message;
   info_.world_size = world_;
   info_.seconds = duration_to_seconds(Clock::now() - started_);
+  // Free the tag before the caller can wake (lock order: op mutex, then the
+  // communicator's), so a caller that returns from wait() may reuse the tag at once.
+  if (completed_) completed_(this, error_, message_, info_);
   cv_.notify_all();
 }
 

@@ -56,7 +56,10 @@ class CollectiveOp {
   using GiveUp = std::function<void(const AllReduceRequest& request, uint64_t op_id, const std::string& why)>;
   // Tells the coordinator how this peer's part went (see end_run).
   using Report = std::function<void(proto::Outcome outcome, const std::string& message)>;
-  using Completed = std::function<void(uint32_t tag, const CollectiveOp* op)>;
+  // Told once, as the op ends (op mutex held: it must not call back into the op): the
+  // tag is free again; error is empty on success.
+  using Completed = std::function<void(const CollectiveOp* op, const std::optional<ErrorKind>& error,
+                                       const std::string& message, const ReduceInfo& info)>;
 
   CollectiveOp(AllReduceRequest request, GiveUp give_up, Completed completed);
 

@@ -13,6 +13,7 @@
 #include "net/tls_link.h"
 #include "proto/key_messages.h"
 #include "proto/path_messages.h"
+#include "proto/status_messages.h"
 
 namespace pcomm::peer {
 
@@ -20,6 +21,8 @@ namespace {
 // How often the peer checks the coordinator's silence and considers sending a heartbeat.
 constexpr Millis kTickInterval{25};
 constexpr int kHeartbeatsPerTimeout = 4;
+// How often an accepted peer sends its PeerReport (it stands in for a heartbeat).
+constexpr std::chrono::seconds kReportInterval{1};
 // Pause between attempts to reach a coordinator that refused the connection, and when
 // connect() warns that it is still retrying.
 constexpr Millis kConnectRetry{100};
@@ -140,6 +143,8 @@ void Communicator::connect(Duration timeout) {
     state_ = State::kJoining;
     fail_message_.clear();
     peer_id_.clear();
+    run_id_.clear();
+    activity_ = Activity{};
     data_address_ = advertised;
     epoch_ = ready_epoch_ = 0;
     ring_.clear();
@@ -344,6 +349,14 @@ std::string Communicator::peer_id() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return peer_id_;
 }
+std::string Communicator::run_id() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return run_id_;
+}
+void Communicator::set_step(uint64_t step) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  activity_.step = step;
+}
 std::vector<std::string> Communicator::peers() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return ring_;
@@ -393,6 +406,7 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
       {
         std::lock_guard<std::mutex> lock(mutex_);
         peer_id_ = w.peer_id;
+        run_id_ = w.run_id;
       }
       update_log_context(w.peer_id, 0);
       log_.info("welcomed by the coordinator as ", w.accepted ? "accepted" : "pending", " (seen from ",
@@ -506,10 +520,30 @@ void Communicator::heartbeat_tick(uint64_t session) {
     teardown_links();
     return;
   }
-  if (now - coord_->last_send_time() >= heartbeat_timeout_ / kHeartbeatsPerTimeout) {
+  if (now - last_report_ >= kReportInterval) {
+    last_report_ = now;
+    send_report(now);
+  } else if (now - coord_->last_send_time() >= heartbeat_timeout_ / kHeartbeatsPerTimeout) {
     coord_->send(proto::frame_of(proto::Heartbeat{0}));
   }
   loop_.run_after(kTickInterval, [this, session] { heartbeat_tick(session); });
+}
+
+void Communicator::send_report(TimePoint now) {
+  proto::PeerReport report;
+  std::vector<std::string> neighbours;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ != State::kActive) return;
+    report = activity_.report(now);
+    neighbours = neighbours_;
+  }
+  for (const auto& link : remotes_->links(neighbours)) {
+    if (report.link_peers.size() == 2) break;
+    report.link_peers.push_back(link.peer_id);
+    report.link_kinds.push_back(link.kind);
+  }
+  coord_->send(proto::frame_of_fields(report));
 }
 
 void Communicator::teardown_links() {

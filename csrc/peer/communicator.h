@@ -34,6 +34,7 @@
 #include "core/log.h"
 #include "net/event_loop.h"
 #include "net/frame_conn.h"
+#include "peer/activity.h"
 #include "peer/collective_op.h"
 #include "peer/data_plane.h"
 #include "peer/link_resync.h"
@@ -88,6 +89,10 @@ class Communicator {
   int rank() const;
   uint64_t epoch() const;
   std::string peer_id() const;
+  // This incarnation of the run (drawn by its coordinator; "" before connect()).
+  std::string run_id() const;
+  // The application's progress counter (DiLoCo: the outer step), shown by `pcomm status`.
+  void set_step(uint64_t step);
   std::vector<std::string> peers() const;
   uint32_t pending_peers() const;
   bool connected() const;
@@ -136,6 +141,8 @@ class Communicator {
   // ready (the driver opened a new one): re-synchronise it and report again.
   void on_pool_replaced(const std::string& peer);
   void heartbeat_tick(uint64_t session);
+  // This peer's PeerReport to the coordinator (loop thread; accepted peers only).
+  void send_report(TimePoint now);
   void fail(ErrorKind kind, const std::string& message);
   void teardown_links();
   void on_coll_go(const proto::CollGo& go);
@@ -167,6 +174,7 @@ class Communicator {
   std::shared_ptr<net::Cancel> prepare_cancel_;  // the current epoch's link preparation (under mutex_)
   std::shared_ptr<Preparation> preparation_;     // loop thread
   TimePoint last_heard_;
+  TimePoint last_report_;
   Duration heartbeat_timeout_{};
   uint64_t session_ = 0;  // bumps on every connect(), so stale timers stop
 
@@ -177,6 +185,8 @@ class Communicator {
   ErrorKind fail_kind_ = ErrorKind::kCoordinatorLost;  // meaningful in kFailed
   std::string fail_message_;
   std::string peer_id_;
+  std::string run_id_;
+  Activity activity_;
   std::string data_address_;
   uint64_t epoch_ = 0;
   uint64_t ready_epoch_ = 0;

@@ -23,10 +23,12 @@ std::shared_ptr<CollectiveOp> Communicator::all_reduce(const AllReduceRequest& r
         [this](const AllReduceRequest& r, uint64_t op_id, const std::string& why) {
           send_coll_report(r.tag, r.call, op_id, proto::Outcome::kTimeout, why);
         },
-        [this](uint32_t tag, const CollectiveOp* done) {
+        [this, tag = request.tag](const CollectiveOp* done, const std::optional<ErrorKind>& error,
+                                  const std::string& message, const ReduceInfo& info) {
           std::lock_guard<std::mutex> guard(mutex_);
           auto it = ops_.find(tag);
           if (it != ops_.end() && it->second.get() == done) ops_.erase(it);
+          activity_.record(tag, error.has_value(), message, info);
         });
     ops_[request.tag] = op;
   }

@@ -2,7 +2,7 @@
 //     template <typename V> void fields(V& v) { v(a); v(b); ... }
 // and encode_fields/decode_fields walk that list with a Writer or a Reader, so encoder
 // and decoder can never drift apart. Field types: u8, u16, u32, u64, bool, string, and
-// lists of strings.
+// lists of strings or of u64.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +25,10 @@ struct FieldWriter {
     w.u32(static_cast<uint32_t>(v.size()));
     for (const auto& s : v) w.str(s);
   }
+  void operator()(const std::vector<uint64_t>& v) {
+    w.u32(static_cast<uint32_t>(v.size()));
+    for (uint64_t x : v) w.u64(x);
+  }
 };
 
 struct FieldReader {
@@ -43,6 +47,11 @@ struct FieldReader {
     uint32_t n = r.count(4);
     v.clear();
     for (uint32_t i = 0; i < n; ++i) v.push_back(r.str());
+  }
+  void operator()(std::vector<uint64_t>& v) {
+    uint32_t n = r.count(8);
+    v.clear();
+    for (uint32_t i = 0; i < n; ++i) v.push_back(r.u64());
   }
 };
 

@@ -46,6 +46,7 @@ std::vector<uint8_t> Welcome::encode() const {
   w.u8(accepted ? 1 : 0);
   w.u32(heartbeat_timeout_ms);
   w.str(observed_address);
+  w.str(run_id);
   return w.take();
 }
 Welcome Welcome::decode(const uint8_t* data, size_t size) {
@@ -58,6 +59,7 @@ Welcome Welcome::decode(const uint8_t* data, size_t size) {
   m.heartbeat_timeout_ms = r.u32();
   if (m.heartbeat_timeout_ms == 0) throw ProtocolError("Welcome.heartbeat_timeout_ms is 0");
   m.observed_address = r.str();
+  m.run_id = r.str();
   r.finish();
   return m;
 }

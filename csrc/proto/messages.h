@@ -62,6 +62,7 @@ enum class MsgType : uint16_t {
   kLinkKeys = 44,  // coordinator -> peer, before each Topology of a run with a secret (key_messages.h)
   kStatusRequest = 45,  // anyone with the run's credentials -> coordinator (status_messages.h)
   kStatusReply = 46,
+  kPeerReport = 47,  // peer -> coordinator, about once a second: what `pcomm status` shows (status_messages.h)
 };
 
 // How a collective or a state sync ended, on the wire (CollDone/StateDone from a peer,
@@ -117,6 +118,7 @@ struct Welcome {
   bool accepted = false;  // false: pending until the next update_topology admits it
   uint32_t heartbeat_timeout_ms = 0;
   std::string observed_address;  // the peer's address as the coordinator sees it
+  std::string run_id;  // this incarnation of the run: drawn by its coordinator at start
   std::vector<uint8_t> encode() const;
   static Welcome decode(const uint8_t* data, size_t size);
 };

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 from .errors import InvalidArgumentError, PcommError
 
@@ -174,12 +175,16 @@ def _progress(args: argparse.Namespace) -> int:
                         "(do its peers publish progress with pcomm.crdt.ProgressBoard?)"
                     )
                 time.sleep(0.1)
+            pulled_once = False
             while True:
-                before = -1
-                while store.writes != before:  # pull until nothing new arrives
-                    before = store.writes
-                    if store.sync_now(timeout=args.timeout) == 0:
-                        raise DiscoveryError(f"none of the {store.replicas} replicas of run '{args.run}' answered")
+                if _pull(store, args.timeout, stop):
+                    pulled_once = True
+                elif not pulled_once:
+                    raise DiscoveryError(f"none of the {store.replicas} replicas of run '{args.run}' found so far "
+                                         f"answered within {args.timeout} s")
+                else:
+                    print(f"no replica answered within {args.timeout} s: showing what was pulled before",
+                          file=sys.stderr, flush=True)
                 print(progress_table(store), flush=True)
                 if args.watch is None or stop.wait(args.watch):
                     return 0
@@ -188,20 +193,63 @@ def _progress(args: argparse.Namespace) -> int:
             store.close()
 
 
+def _pull(store: Any, timeout: float, stop: threading.Event) -> bool:
+    """Syncs with the run's replicas until a round brings nothing new. A replica found in
+    the DHT may be gone (a peer that died keeps its record until it expires): a round
+    nobody answers is retried while the store forgets dead replicas and finds new ones.
+    False when no round was answered within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    answered_any, before = False, -1
+    while True:
+        left = deadline - time.monotonic()
+        if left > 0 and store.sync_now(timeout=left) > 0:
+            answered_any = True
+            if store.writes == before:
+                return True
+            before = store.writes
+            continue
+        if answered_any:
+            return True  # a later round failing does not undo what was pulled
+        if time.monotonic() >= deadline or stop.is_set():
+            return False
+        time.sleep(0.3)
+
+
 def _status(args: argparse.Namespace) -> int:
     from . import _pcomm
 
     secret = _secret_of(args) or b""
     stop = _stop_on_signals()
     while True:
-        s = _pcomm.coordinator_status(args.coordinator, secret, args.timeout)
-        print(f"run '{s['run']}' at {args.coordinator}, epoch {s['epoch']}: {len(s['peers'])} peers, "
-              f"{s['pending']} pending, {s['collectives_running']} collectives running", flush=True)
-        for rank, (peer, address) in enumerate(s["peers"]):
-            print(f"  rank {rank:>3}  peer {peer}  {address}", flush=True)
+        print(status_text(_pcomm.coordinator_status(args.coordinator, secret, args.timeout), args.coordinator),
+              flush=True)
         if args.watch is None or stop.wait(args.watch):
             return 0
         print(flush=True)
+
+
+def status_text(s: dict, where: str) -> str:
+    """`pcomm status` output for one StatusReply (as the binding returns it)."""
+    lines = [f"run '{s['run']}' (incarnation {s['run_id']}) at {where}, epoch {s['epoch']}: {len(s['peers'])} peers, "
+             f"{s['pending']} pending, {s['collectives_running']} collectives running",
+             f"  {'rank':>4}  {'peer':12}  {'address':21}  {'step':>6}  {'ops':>6}  {'last op':>8}  {'sent/s':>9}  links"]
+    for rank, p in enumerate(s["peers"]):
+        step = "-" if p["step"] is None else str(p["step"])
+        age = "-" if p["last_op_age"] is None else f"{p['last_op_age']:.1f} s"
+        links = ", ".join(f"{peer} {kind}" for peer, kind in p["links"]) or "-"
+        lines.append(f"  {rank:>4}  {p['peer_id']:12}  {p['address']:21}  {step:>6}  {p['ops_done']:>6}  {age:>8}  "
+                     f"{_bytes(p['send_rate']) + '/s':>9}  {links}")
+        if "failed" in p["last_op"]:
+            lines.append(f"        last op {p['last_op']}")
+    return "\n".join(lines)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 def build_parser() -> argparse.ArgumentParser:

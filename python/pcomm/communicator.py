@@ -330,6 +330,19 @@ class Communicator:
         return self._impl.peer_id
 
     @property
+    def run_id(self) -> str:
+        """This incarnation of the run, drawn by its coordinator ("" before connect). A run
+        whose peers all stopped and started again under a new coordinator has a new one."""
+        return self._impl.run_id
+
+    def set_step(self, step: int) -> None:
+        """Tells the coordinator this peer's training step (``pcomm status`` shows it; the
+        DiLoCo optimizers report their outer step). Cheap: sent with the next report."""
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**63:
+            raise InvalidArgumentError(f"step must be a non-negative int, got {step!r}")
+        self._impl.set_step(step)
+
+    @property
     def peers(self) -> list[str]:
         """Peer ids in ring order."""
         return list(self._impl.peers)

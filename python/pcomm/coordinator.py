@@ -68,6 +68,12 @@ class Coordinator(NativeServer):
         return self._impl.snapshot()["epoch"]
 
     @property
+    def run_id(self) -> str:
+        """This incarnation of the run: drawn when the coordinator is built, told to every
+        peer (``comm.run_id``), so progress rows of an earlier incarnation can be told apart."""
+        return self._impl.run_id
+
+    @property
     def peers(self) -> list[str]:
         """Accepted peer ids in ring order."""
         return list(self._impl.snapshot()["ring"])

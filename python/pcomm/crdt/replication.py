@@ -144,6 +144,7 @@ class Replicator:
         self._replicas: dict[str, PeerInfo] = {}  # base58 peer id -> how to reach it
         self._pinned: set[str] = set()  # added by hand: never forgotten
         self._failures: dict[str, int] = {}
+        self._locks: dict[str, trio.Lock] = {}  # one exchange at a time per replica
         self._wake: trio.Event | None = None
         self._scope: trio.CancelScope | None = None
         self._done: trio.Event | None = None
@@ -287,29 +288,34 @@ class Replicator:
 
     async def _round(self) -> int:
         """One exchange with every known replica, waited for (``sync_now``)."""
-        answered = 0
+        results: list[int] = []
 
         async def one(key: str, info: PeerInfo) -> None:
-            nonlocal answered
-            answered += await self._exchange_counted(key, info)
+            results.append(await self._exchange_counted(key, info))
 
         async with trio.open_nursery() as nursery:
             for key, info in list(self._replicas.items()):
                 nursery.start_soon(one, key, info)
-        return answered
+        return sum(results)
 
     async def _exchange_counted(self, key: str, info: PeerInfo) -> int:
         """One exchange; 1 if it worked. A replica failing kMaxFailures in a row is
-        forgotten (unless pinned) until discovery brings it back."""
+        forgotten (unless pinned) until discovery brings it back. Exchanges with one
+        replica never overlap (a ``sync_now`` waits for the background round's)."""
+        lock = self._locks.setdefault(key, trio.Lock())
         try:
-            with trio.fail_after(kExchangeTimeout):
-                await self._exchange(info)
+            with trio.fail_after(2 * kExchangeTimeout):
+                async with lock:
+                    with trio.fail_after(kExchangeTimeout):
+                        await self._exchange(info)
         except Exception as e:
             log.debug("store %s: sync with %s failed: %r", self.store.name, key, e)
             self._failures[key] = self._failures.get(key, 0) + 1
             if self._failures[key] >= kMaxFailures and key not in self._pinned:
                 self._replicas.pop(key, None)
                 self._failures.pop(key, None)
+                if not lock.locked():
+                    self._locks.pop(key, None)
             return 0
         self._failures.pop(key, None)
         return 1

@@ -71,6 +71,7 @@ class DiLoCo(torch.optim.Optimizer):
         if checkpoint is not None:
             self._load(checkpoint)
         self._sync_state("send_only" if checkpoint is not None else "enforce_popular")
+        comm.set_step(self.outer_step)
 
     def _fragments(self, params: list) -> list[list[int]]:
         return [list(range(len(params)))]
@@ -151,9 +152,10 @@ class DiLoCo(torch.optim.Optimizer):
         """Admit newcomers, then make θ_global and the momentum identical everywhere."""
         self.comm.update_topology()
         self._sync_state()
+        self.comm.set_step(self.outer_step)  # `pcomm status` shows it
         if self.progress is not None:
             try:
-                self.progress.report(self.local_step, outer_step=self.outer_step, world_size=self.comm.world_size)
+                self.progress.report(self.local_step, outer_step=self.outer_step, comm=self.comm)
             except Exception as e:  # metadata must never stop training
                 log.warning("progress report failed (training goes on): %s", e)
 
