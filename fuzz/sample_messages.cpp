@@ -4,6 +4,7 @@
 #include "proto/fields.h"
 #include "proto/key_messages.h"
 #include "proto/status_messages.h"
+#include "proto/waiting_messages.h"
 #include "proto/messages.h"
 #include "proto/path_messages.h"
 #include "proto/relay_messages.h"
@@ -83,6 +84,7 @@ std::vector<SampleMessage> sample_messages() {
                                                 {"tag 0, world 2", ""}, {7, proto::kNoValue}, {1 << 20, 0}}),
       listed("peer_report", proto::PeerReport{12, 1, 1 << 20, 1 << 20, 0, 350, 2, "", 7, {"peer-b", "peer-c"},
                                               {"direct", "relayed"}}),
+      listed("waiting", proto::Waiting{1, 3, 12, {"peer-b", "peer-c"}, 4}),
   };
 }
 

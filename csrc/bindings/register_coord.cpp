@@ -10,6 +10,7 @@
 #include "coord/state_sync.h"
 #include "coord/membership.h"
 #include "coord/path_broker.h"
+#include "coord/stalls.h"
 #include "peer/remote_peer.h"
 
 namespace py = pybind11;
@@ -71,6 +72,14 @@ py::list to_python(const coord::Actions& actions) {
   return out;
 }
 
+// A Stall as (kind, tag, since seconds, entered peers, missing peers).
+py::tuple stall_to_python(const coord::Stall& s) {
+  std::vector<std::string> entered;
+  for (const auto& [peer, call] : s.entered) entered.push_back(peer);
+  return py::make_tuple(static_cast<int>(s.kind), s.tag, duration_to_seconds(s.since - TimePoint{}), entered,
+                        s.missing);
+}
+
 }  // namespace
 
 // `pcomm status`: the run's status as its coordinator at address sees it.
@@ -119,8 +128,10 @@ void register_coord(py::module_& m) {
   m.def("coordinator_status", &coordinator_status, py::arg("address"), py::arg("secret"), py::arg("timeout"));
   py::class_<coord::Coordinator>(m, "Coordinator")
       .def(py::init([](const std::string& listen, const std::string& run, double heartbeat_timeout,
-                       const std::vector<std::string>& relays, const py::bytes& secret, bool insecure) {
+                       const std::vector<std::string>& relays, const py::bytes& secret, bool insecure,
+                       double straggler_timeout) {
              coord::CoordinatorOptions o;
+             o.straggler_timeout = seconds_to_duration(straggler_timeout);
              o.secret = std::string(secret);
              o.insecure = insecure;
              o.listen = listen;
@@ -130,7 +141,7 @@ void register_coord(py::module_& m) {
              return std::make_unique<coord::Coordinator>(o);
            }),
            py::arg("listen"), py::arg("run"), py::arg("heartbeat_timeout"), py::arg("relays"),
-           py::arg("secret"), py::arg("insecure"))
+           py::arg("secret"), py::arg("insecure"), py::arg("straggler_timeout"))
       .def("add_relay", &coord::Coordinator::add_relay, py::arg("address"))
       .def("_pair_key", [](const coord::Coordinator& c, uint64_t epoch, const std::string& a, const std::string& b) {
              auto k = c.pair_key(epoch, a, b);
@@ -182,6 +193,13 @@ void register_coord(py::module_& m) {
         return to_python(ms.on_lost(p, at_seconds(now)));
       })
       .def("on_tick", [](coord::Membership& ms, double now) { return to_python(ms.on_tick(at_seconds(now))); })
+      .def("stall", [](const coord::Membership& ms) -> py::object {
+        auto st = ms.stall();
+        return st ? py::object(stall_to_python(*st)) : py::object(py::none());
+      })
+      .def("drop", [](coord::Membership& ms, const std::map<std::string, std::string>& reasons) {
+        return to_python(ms.drop(reasons));
+      })
       .def_property_readonly("epoch", &coord::Membership::epoch)
       .def_property_readonly("ring", &coord::Membership::ring)
       .def_property_readonly("epoch_ready", &coord::Membership::epoch_ready)
@@ -224,10 +242,12 @@ void register_coord(py::module_& m) {
       .def(py::init<>())
       .def("on_announce",
            [view](coord::Collectives& c, const std::string& peer, uint32_t tag, uint64_t count, uint8_t dtype,
-                  uint8_t op, uint8_t quant, uint64_t epoch, std::vector<std::string> ring, bool ready) {
+                  uint8_t op, uint8_t quant, uint64_t epoch, std::vector<std::string> ring, bool ready, double now) {
              proto::Announce a{tag, 0, count, dtype, op, quant};
-             return to_python(c.on_announce(peer, a, view(epoch, std::move(ring), ready)));
-           })
+             return to_python(c.on_announce(peer, a, view(epoch, std::move(ring), ready), at_seconds(now)));
+           },
+           py::arg("peer"), py::arg("tag"), py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("quant"),
+           py::arg("epoch"), py::arg("ring"), py::arg("ready"), py::arg("now") = 0.0)
       .def("on_report",
            [view](coord::Collectives& c, const std::string& peer, uint32_t tag, uint64_t op_id, int outcome,
                   const std::string& message, uint64_t epoch, std::vector<std::string> ring, bool ready) {
@@ -238,8 +258,30 @@ void register_coord(py::module_& m) {
            [view](coord::Collectives& c, uint64_t epoch, std::vector<std::string> ring, bool ready) {
              return to_python(c.on_view_changed(view(epoch, std::move(ring), ready)));
            })
+      .def("stalls", [](const coord::Collectives& c) {
+        py::list out;
+        for (const auto& st : c.stalls()) out.append(stall_to_python(st));
+        return out;
+      })
       .def_property_readonly("busy", &coord::Collectives::busy)
       .def_property_readonly("running", &coord::Collectives::running);
+  // The straggler rule over stalls given as (kind, tag, since, entered, missing).
+  m.def("_stragglers", [](const std::vector<std::tuple<int, uint32_t, double, std::vector<std::string>,
+                                                        std::vector<std::string>>>& stalls,
+                          const std::vector<std::string>& busy, double now, double timeout) {
+    std::vector<coord::Stall> v;
+    for (const auto& [kind, tag, since, entered, missing] : stalls) {
+      coord::Stall st;
+      st.kind = static_cast<coord::Stall::Kind>(kind);
+      st.tag = tag;
+      st.since = at_seconds(since);
+      for (const auto& p : entered) st.entered[p] = 1;
+      st.missing = missing;
+      v.push_back(st);
+    }
+    return coord::stragglers(v, std::set<std::string>(busy.begin(), busy.end()), at_seconds(now),
+                             seconds_to_duration(timeout));
+  });
 }
 
 }  // namespace pcomm::bindings

@@ -33,7 +33,8 @@ std::string announce_difference(const std::string& peer_a, const proto::Announce
          describe(a) + "; peer " + peer_b + " has " + describe(b);
 }
 
-Actions Collectives::on_announce(const std::string& peer, const proto::Announce& announce, const View& view) {
+Actions Collectives::on_announce(const std::string& peer, const proto::Announce& announce, const View& view,
+                                 TimePoint now) {
   Actions out;
   auto reject = [&](const std::string& why) {
     out.push_back(refusal(Action::Kind::kCollResult, peer, announce.call, why));
@@ -47,6 +48,7 @@ Actions Collectives::on_announce(const std::string& peer, const proto::Announce&
   if (it == ops_.end()) {
     Op op;
     op.participants.insert(view.ring.begin(), view.ring.end());
+    op.since = now;
     it = ops_.emplace(announce.tag, std::move(op)).first;
   }
   Op& op = it->second;
@@ -133,6 +135,31 @@ Actions Collectives::on_report(const std::string& peer, const proto::CollOutcome
   if (outcome == proto::Outcome::kTimeout) outcome = proto::Outcome::kAborted;
   finish(report.tag, outcome, message, out);
   (void)view;
+  return out;
+}
+
+std::vector<Stall> Collectives::stalls() const {
+  std::vector<Stall> out;
+  for (const auto& [tag, op] : ops_) {
+    if (op.op_id != 0 || op.announced.empty() || op.announced.size() == op.participants.size()) continue;
+    Stall s;
+    s.kind = Stall::Kind::kCollective;
+    s.tag = tag;
+    s.since = op.since;
+    for (const auto& [peer, a] : op.announced) s.entered[peer] = a.call;
+    for (const auto& p : op.participants) {
+      if (!op.announced.count(p)) s.missing.push_back(p);
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::set<std::string> Collectives::running_peers() const {
+  std::set<std::string> out;
+  for (const auto& [tag, op] : ops_) {
+    if (op.op_id != 0) out.insert(op.participants.begin(), op.participants.end());
+  }
   return out;
 }
 

@@ -25,6 +25,8 @@
 #include <vector>
 
 #include "coord/actions.h"
+#include "coord/stalls.h"
+#include "core/clock.h"
 #include "proto/messages.h"
 
 namespace pcomm::coord {
@@ -40,13 +42,19 @@ struct View {
 
 class Collectives {
  public:
-  Actions on_announce(const std::string& peer, const proto::Announce& announce, const View& view);
+  // now: when the announcement arrived (the op's stall counts from its first one).
+  Actions on_announce(const std::string& peer, const proto::Announce& announce, const View& view,
+                      TimePoint now = TimePoint{});
   Actions on_report(const std::string& peer, const proto::CollOutcome& report, const View& view);
   // Call after any change of epoch, ring or readiness.
   Actions on_view_changed(const View& view);
   bool busy() const { return !ops_.empty(); }
   // Operations started (CollGo sent) and not yet decided.
   size_t running() const;
+  // Operations announced by some participants and not by others.
+  std::vector<Stall> stalls() const;
+  // Participants of started operations (running the ring: not idle).
+  std::set<std::string> running_peers() const;
 
  private:
   struct Op {
@@ -54,6 +62,7 @@ class Collectives {
     std::map<std::string, proto::Announce> announced;
     uint64_t op_id = 0;  // 0 until started
     uint64_t epoch = 0;
+    TimePoint since;     // the first announcement
     std::set<std::string> succeeded;
   };
   void try_start(uint32_t tag, const View& view, Actions& out);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <set>
 
 #include "core/dtype.h"
 #include "core/errors.h"
@@ -18,6 +19,7 @@
 #include "proto/key_messages.h"
 #include "proto/path_messages.h"
 #include "proto/status_messages.h"
+#include "proto/waiting_messages.h"
 
 namespace pcomm::coord {
 
@@ -245,7 +247,7 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
       dtype_from_code(m.dtype);  // refuse nonsense before anyone acts on it
       reduce_op_from_code(m.op);
       quantization_from_code(m.quantization);
-      apply(collectives_.on_announce(peer, m, view()));
+      apply(collectives_.on_announce(peer, m, view(), now));
       return;
     }
     case MsgType::kCollDone:
@@ -254,7 +256,7 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
     case static_cast<MsgType>(proto::StateMsg::kStateVote): {
       auto vote = proto::StateVote::decode(payload, size);
       for (const auto& t : vote.tensors) dtype_from_code(t.dtype);
-      apply(state_sync_.on_vote(peer, vote, view()));
+      apply(state_sync_.on_vote(peer, vote, view(), now));
       return;
     }
     case static_cast<MsgType>(proto::StateMsg::kStateDone):
@@ -534,6 +536,52 @@ void Coordinator::execute(const Actions& actions) {
   }
 }
 
+void Coordinator::check_stalls(TimePoint now) {
+  auto collect = [this] {
+    std::vector<Stall> stalls = collectives_.stalls();
+    if (auto s = membership_.stall()) stalls.push_back(*s);
+    if (auto s = state_sync_.stall()) stalls.push_back(*s);
+    return stalls;
+  };
+  std::vector<Stall> stalls = collect();
+  if (options_.straggler_timeout > Duration::zero() && !stalls.empty()) {
+    std::set<std::string> busy = collectives_.running_peers();
+    for (const auto& p : state_sync_.running_peers()) busy.insert(p);
+    for (const auto& p : membership_.releasing()) busy.insert(p);
+    auto drop = stragglers(stalls, busy, now, options_.straggler_timeout);
+    if (!drop.empty()) {
+      std::string who;
+      for (const auto& [peer, why] : drop) who += (who.empty() ? "" : ", ") + peer;
+      log_.warn("dropping ", drop.size(), " straggler(s) at once: ", who, " (", drop.begin()->second, ")");
+      apply(membership_.drop(drop));
+      stalls = collect();
+    }
+  }
+  std::map<std::pair<uint8_t, uint32_t>, std::vector<std::string>> current;
+  for (const auto& s : stalls) {
+    if (now - s.since < kWaitingNotice) continue;
+    auto key = std::make_pair(static_cast<uint8_t>(s.kind), s.tag);
+    current[key] = s.missing;
+    auto it = notified_.find(key);
+    if (it != notified_.end() && it->second == s.missing) continue;
+    proto::Waiting w;
+    w.kind = key.first;
+    w.tag = s.tag;
+    for (const auto& p : s.missing) {
+      if (w.peers.size() < proto::kMaxWaitingNames) {
+        w.peers.push_back(p);
+      } else {
+        ++w.more;
+      }
+    }
+    for (const auto& [peer, call] : s.entered) {
+      w.call = call;
+      send_to_peer(peer, proto::frame_of_fields(w));
+    }
+  }
+  notified_ = std::move(current);
+}
+
 proto::StatusReply Coordinator::status() const {
   proto::StatusReply r;
   r.run = options_.run;
@@ -576,6 +624,7 @@ void Coordinator::tick() {
   for (auto& link : suspects) link->pump();
   auto now = Clock::now();
   apply(membership_.on_tick(now));
+  check_stalls(now);
   paths_->on_tick(now);
   std::vector<uint64_t> stale;
   uint32_t pending = membership_.pending_count();

@@ -43,6 +43,9 @@ struct CoordinatorOptions {
   // listens on loopback only, unless `insecure`.
   std::string secret;
   bool insecure = false;
+  // A ring member that has not entered a barrier others wait in for this long, while it
+  // waits in none itself, is dropped (coord/stalls.h). Zero: never.
+  Duration straggler_timeout = std::chrono::seconds(10);
 };
 
 
@@ -120,6 +123,8 @@ class Coordinator {
   View view() const;
   void send_to_peer(const std::string& peer, std::vector<uint8_t> frame);
   void tick();
+  // Waiting notices for barriers a second old, and the straggler rule (coord/stalls.h).
+  void check_stalls(TimePoint now);
   // Logs a new epoch's ring with who joined and who is gone since the last one logged.
   void log_ring_change();
   // What `pcomm status` shows (loop thread).
@@ -158,6 +163,7 @@ class Coordinator {
   std::mt19937_64 rng_;
   const std::string run_id_;  // this incarnation of the run (Welcome.run_id), drawn at start
   PeerReports reports_;       // loop thread
+  std::map<std::pair<uint8_t, uint32_t>, std::vector<std::string>> notified_;  // stall -> missing peers last told
   mutable std::mutex snapshot_mutex_;
   Snapshot snapshot_;
 };

@@ -97,6 +97,7 @@ Actions Membership::on_update_topology(const std::string& peer, uint64_t seq, Ti
   Actions out;
   on_heard(peer, now);
   if (!is_accepted(peer)) return out;  // the server refuses this before it gets here
+  if (waiters_.empty()) barrier_since_ = now;
   waiters_[peer] = seq;
   evaluate(out);
   return out;
@@ -164,6 +165,54 @@ Actions Membership::set_collectives_busy(bool busy) {
   if (busy == collectives_busy_) return out;
   collectives_busy_ = busy;
   if (!busy) evaluate(out);
+  return out;
+}
+
+std::optional<Stall> Membership::stall() const {
+  if (waiters_.empty()) return std::nullopt;
+  Stall s;
+  s.kind = Stall::Kind::kTopology;
+  s.since = barrier_since_;
+  s.entered = waiters_;
+  for (const auto& id : ring_) {
+    if (!waiters_.count(id)) s.missing.push_back(id);
+  }
+  if (s.missing.empty()) return std::nullopt;  // everyone is in: it waits for links or collectives
+  return s;
+}
+
+std::vector<std::string> Membership::releasing() const {
+  std::vector<std::string> out;
+  for (const auto& [id, seq] : releasing_) out.push_back(id);
+  return out;
+}
+
+Actions Membership::drop(const std::map<std::string, std::string>& reasons) {
+  Actions out;
+  std::vector<std::string> survivors;
+  for (const auto& id : ring_) {
+    if (!reasons.count(id)) survivors.push_back(id);
+  }
+  for (const auto& [peer, reason] : reasons) {
+    if (!peers_.count(peer)) continue;
+    out.push_back(make_action(Action::Kind::kDrop, peer));
+    out.back().reason = "dropped: it " + reason;
+    peers_.erase(peer);
+    waiters_.erase(peer);
+    releasing_.erase(peer);
+  }
+  if (survivors.size() == ring_.size()) {
+    evaluate(out);
+    return out;
+  }
+  if (survivors.empty()) survivors = pending_in_join_order();
+  if (survivors.empty()) {
+    ring_.clear();
+    epoch_ready_ = false;
+    links_ready_.clear();
+    return out;
+  }
+  new_epoch(std::move(survivors), out);
   return out;
 }
 

@@ -21,12 +21,14 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "core/clock.h"
 #include "coord/actions.h"
+#include "coord/stalls.h"
 #include "proto/messages.h"
 
 namespace pcomm::coord {
@@ -81,6 +83,13 @@ class Membership {
   // Peers that on_tick(now) would drop, without dropping them.
   std::vector<std::string> expired(TimePoint now) const { return expired_peers(peers_, now, heartbeat_timeout_); }
 
+  // The update_topology barrier, while some ring members are in it and others are not.
+  std::optional<Stall> stall() const;
+  // Admitted in a round and waiting for that epoch's links: in a barrier, not idle.
+  std::vector<std::string> releasing() const;
+  // Drops these peers at once (stragglers), each told its reason; one new epoch.
+  Actions drop(const std::map<std::string, std::string>& reasons);
+
   uint64_t epoch() const { return epoch_; }
   const std::vector<std::string>& ring() const { return ring_; }
   bool epoch_ready() const { return epoch_ready_; }
@@ -105,6 +114,7 @@ class Membership {
   bool epoch_ready_ = false;
   std::set<std::string> links_ready_;
   std::map<std::string, uint64_t> waiters_;   // in update_topology: peer -> seq
+  TimePoint barrier_since_{};                  // when waiters_ last became non-empty
   std::map<std::string, uint64_t> releasing_; // admitted a round; release when ready
   bool collectives_busy_ = false;
 };

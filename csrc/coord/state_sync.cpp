@@ -92,7 +92,7 @@ size_t choose_content(const std::vector<std::pair<std::string, proto::StateVote>
   return holder.at(*best);
 }
 
-Actions StateSync::on_vote(const std::string& peer, const proto::StateVote& vote, const View& view) {
+Actions StateSync::on_vote(const std::string& peer, const proto::StateVote& vote, const View& view, TimePoint now) {
   Actions out;
   auto reject = [&](const std::string& why) {
     out.push_back(refusal(Action::Kind::kStateResult, peer, vote.call, why));
@@ -105,6 +105,7 @@ Actions StateSync::on_vote(const std::string& peer, const proto::StateVote& vote
     active_ = true;
     sync_id_ = 0;
     participants_ = std::set<std::string>(view.ring.begin(), view.ring.end());
+    since_ = now;
     votes_.clear();
     succeeded_.clear();
   }
@@ -115,6 +116,18 @@ Actions StateSync::on_vote(const std::string& peer, const proto::StateVote& vote
   votes_[peer] = vote;
   try_plan(view, out);
   return out;
+}
+
+std::optional<Stall> StateSync::stall() const {
+  if (!active_ || sync_id_ != 0 || votes_.empty() || votes_.size() == participants_.size()) return std::nullopt;
+  Stall s;
+  s.kind = Stall::Kind::kStateSync;
+  s.since = since_;
+  for (const auto& [peer, v] : votes_) s.entered[peer] = v.call;
+  for (const auto& p : participants_) {
+    if (!votes_.count(p)) s.missing.push_back(p);
+  }
+  return s;
 }
 
 void StateSync::try_plan(const View& view, Actions& out) {

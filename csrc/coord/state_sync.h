@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -41,11 +42,16 @@ std::string layout_difference(const std::string& peer_a, const proto::StateVote&
 
 class StateSync {
  public:
-  Actions on_vote(const std::string& peer, const proto::StateVote& vote, const View& view);
+  // now: when the vote arrived (the sync's stall counts from its first one).
+  Actions on_vote(const std::string& peer, const proto::StateVote& vote, const View& view, TimePoint now = TimePoint{});
   Actions on_report(const std::string& peer, const proto::StateOutcome& report, const View& view);
   Actions on_view_changed(const View& view);
   bool busy() const { return active_; }
   bool planned() const { return sync_id_ != 0; }
+  // The votes so far, while some participants have voted and others have not.
+  std::optional<Stall> stall() const;
+  // Participants of a planned sync (transferring: not idle).
+  std::set<std::string> running_peers() const { return planned() ? participants_ : std::set<std::string>{}; }
 
  private:
   void try_plan(const View& view, Actions& out);
@@ -56,6 +62,7 @@ class StateSync {
   uint64_t next_sync_id_ = 1;
   std::set<std::string> participants_;
   std::map<std::string, proto::StateVote> votes_;
+  TimePoint since_;  // the first vote
   std::set<std::string> succeeded_;
 };
 

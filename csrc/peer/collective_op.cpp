@@ -72,6 +72,7 @@ ReduceInfo CollectiveOp::wait(Duration timeout) {
   // Give up: stop the worker, wait until it no longer touches our memory, tell the world.
   std::string why = "all_reduce with tag " + std::to_string(request_.tag) + " timed out after " +
                     format_seconds(Clock::now() - started_);
+  if (phase_ == Phase::kAnnounced && !waiting_.empty()) why += "; " + waiting_;
   cancel_->fire(why);
   cv_.wait_for(lock, kReleaseWait, [this] { return !touching_user_memory_; });
   bool started = phase_ == Phase::kQueued || phase_ == Phase::kRunning;
@@ -80,6 +81,11 @@ ReduceInfo CollectiveOp::wait(Duration timeout) {
   if (!started && give_up_) give_up_(request_, op_id_, why);
   complete_locked(lock, ErrorKind::kTimeout, why);
   throw_error(*error_, message_);
+}
+
+void CollectiveOp::note_waiting(const std::string& text) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (phase_ == Phase::kAnnounced) waiting_ = text;
 }
 
 void CollectiveOp::set_go(uint64_t op_id, int world, int rank) {

@@ -72,6 +72,8 @@ class CollectiveOp {
 
   // Loop thread.
   void set_go(uint64_t op_id, int world, int rank);
+  // Who the coordinator says has not announced this op yet (appended to a timeout).
+  void note_waiting(const std::string& text);
   // The coordinator's decision, or a local failure of the whole communicator.
   void decide(std::optional<ErrorKind> error, const std::string& message);
 
@@ -114,6 +116,7 @@ class CollectiveOp {
   std::string decision_message_;
   std::optional<ErrorKind> error_;  // final outcome once done
   std::string message_;
+  std::string waiting_;  // the coordinator's last Waiting notice, while announced
   ReduceInfo info_;
 };
 

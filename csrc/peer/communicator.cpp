@@ -254,18 +254,45 @@ void Communicator::update_topology(Duration timeout) {
   loop_.post([this, seq] {
     if (coord_) coord_->send(proto::frame_of(proto::UpdateTopology{seq}));
   });
+  topo_waiting_.clear();
   try {
     wait_until(lock, deadline, "update_topology", [this, seq] { return topo_done_seq_ >= seq; });
   } catch (const Error& e) {
     if (!dynamic_cast<const TimeoutError*>(&e) && !dynamic_cast<const Interrupted*>(&e)) throw;
+    std::string waiting = topo_waiting_;
     // Withdraw from the barrier, so a retry is a fresh call rather than a second one.
     loop_.post([this, seq] {
       if (coord_) {
         coord_->send(proto::frame_of(proto::MsgType::kCancelUpdateTopology, proto::UpdateTopology{seq}.encode()));
       }
     });
+    if (dynamic_cast<const TimeoutError*>(&e) && !waiting.empty()) throw TimeoutError(std::string(e.what()) + "; " + waiting);
     throw;
   }
+}
+
+void Communicator::on_waiting(const proto::Waiting& w) {
+  using Kind = proto::BarrierKind;
+  std::shared_ptr<CollectiveOp> op;
+  std::shared_ptr<StateSession> session;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    switch (static_cast<Kind>(w.kind)) {
+      case Kind::kTopology:
+        if (w.call == topo_seq_) topo_waiting_ = proto::waiting_text(w, "update_topology");
+        return;
+      case Kind::kCollective: {
+        auto it = ops_.find(w.tag);
+        if (it != ops_.end() && it->second->request().call == w.call) op = it->second;
+        break;
+      }
+      case Kind::kStateSync:
+        if (state_session_ && state_session_->call() == w.call) session = state_session_;
+        break;
+    }
+  }
+  if (op) op->note_waiting(proto::waiting_text(w, "all_reduce with tag " + std::to_string(w.tag)));
+  if (session) session->note_waiting(proto::waiting_text(w, "sync_shared_state"));
 }
 
 void Communicator::close() {
@@ -423,6 +450,9 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
     }
     case MsgType::kTopology:
       on_topology(proto::Topology::decode(payload, size));
+      return;
+    case MsgType::kWaiting:
+      on_waiting(proto::decode_fields<proto::Waiting>(payload, size));
       return;
     case MsgType::kLinkKeys:
       on_link_keys(proto::decode_fields<proto::LinkKeys>(payload, size));

@@ -43,6 +43,7 @@
 #include "peer/remote_peer.h"
 #include "peer/state_session.h"
 #include "proto/messages.h"
+#include "proto/waiting_messages.h"
 
 namespace pcomm::peer {
 
@@ -146,6 +147,7 @@ class Communicator {
   void fail(ErrorKind kind, const std::string& message);
   void teardown_links();
   void on_coll_go(const proto::CollGo& go);
+  void on_waiting(const proto::Waiting& waiting);
   void on_coll_result(const proto::CollOutcome& result);
   void on_state_plan(const proto::StatePlan& plan);
   void on_state_result(const proto::StateOutcome& result);
@@ -195,6 +197,7 @@ class Communicator {
   uint32_t pending_peers_ = 0;
   uint64_t topo_seq_ = 0;
   uint64_t topo_done_seq_ = 0;
+  std::string topo_waiting_;  // the coordinator's Waiting notice for call topo_seq_
   std::shared_ptr<LinkSet> links_;  // data links of epoch_ once built (used by collectives)
   std::map<uint32_t, std::shared_ptr<CollectiveOp>> ops_;  // in flight, by tag
   uint64_t next_call_ = 1;

@@ -31,6 +31,11 @@ void StateSession::set_plan(const proto::StatePlan& plan) {
   cv_.notify_all();
 }
 
+void StateSession::note_waiting(const std::string& text) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  waiting_ = text;
+}
+
 void StateSession::set_result(const proto::StateOutcome& result) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!result_) result_ = result;
@@ -67,7 +72,10 @@ proto::StatePlan StateSession::wait_plan(TimePoint deadline) {
   wait_locked(lock, deadline, [this] { return plan_ || result_ || failure_; });
   throw_if_failed();
   if (result_) throw ProtocolError("the coordinator decided a sync this peer had no plan for");
-  if (!plan_) throw TimeoutError("sync_shared_state timed out waiting for the other peers' votes");
+  if (!plan_) {
+    throw TimeoutError("sync_shared_state timed out waiting for the other peers' votes" +
+                       (waiting_.empty() ? std::string() : "; " + waiting_));
+  }
   return *plan_;
 }
 

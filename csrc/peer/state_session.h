@@ -29,6 +29,8 @@ class StateSession {
   void set_plan(const proto::StatePlan& plan);
   void set_result(const proto::StateOutcome& result);
   void fail(ErrorKind kind, const std::string& message);
+  // Who the coordinator says has not voted yet (appended to a timeout's message).
+  void note_waiting(const std::string& text);
   // Whether a fetch connection for sync_id (0 is not a valid id) is ours to serve.
   bool accepts(uint64_t sync_id) const;
   void serve(std::shared_ptr<net::Link> link) { server_.serve(std::move(link)); }
@@ -43,6 +45,7 @@ class StateSession {
 
  private:
   void throw_if_failed() const;
+  std::string waiting_;  // under mutex_
   // cv wait until pred or the deadline, running the interrupt check between slices.
   template <typename Pred>
   void wait_locked(std::unique_lock<std::mutex>& lock, TimePoint deadline, Pred pred);

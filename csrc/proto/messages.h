@@ -63,6 +63,7 @@ enum class MsgType : uint16_t {
   kStatusRequest = 45,  // anyone with the run's credentials -> coordinator (status_messages.h)
   kStatusReply = 46,
   kPeerReport = 47,  // peer -> coordinator, about once a second: what `pcomm status` shows (status_messages.h)
+  kWaiting = 48,     // coordinator -> peers in a barrier: who has not entered it (waiting_messages.h)
 };
 
 // How a collective or a state sync ended, on the wire (CollDone/StateDone from a peer,

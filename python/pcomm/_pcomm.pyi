@@ -23,7 +23,8 @@ class OpHandle:
 
 class Coordinator:
     def __init__(
-        self, listen: str, run: str, heartbeat_timeout: float, relays: list[str], secret: bytes, insecure: bool
+        self, listen: str, run: str, heartbeat_timeout: float, relays: list[str], secret: bytes, insecure: bool,
+        straggler_timeout: float,
     ) -> None: ...
     def start(self) -> None: ...
     def add_relay(self, address: str) -> None: ...

@@ -101,7 +101,8 @@ def _coordinator(args: argparse.Namespace) -> int:
             raise InvalidArgumentError("--announce needs --bootstrap MULTIADDR (a `pcomm dht` node)")
         run = args.announce
     coord = Coordinator(listen=args.listen, heartbeat_timeout=args.heartbeat_timeout, run=run,
-                        relays=args.relay, secret=_secret_of(args), insecure=args.insecure).start()
+                        relays=args.relay, secret=_secret_of(args), insecure=args.insecure,
+                        straggler_timeout=args.straggler_timeout or None).start()
     print(f"pcomm coordinator for run '{run}' listening on {coord.address}", flush=True)
     next_lookup = [0.0]
 
@@ -266,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
         help="drop a peer silent for this long (default 5)",
+    )
+    coord.add_argument(
+        "--straggler-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="drop peers that leave the others waiting in a collective call this long (default 10; 0: never)",
     )
     coord.add_argument("--run", default="default", help="run name peers must use (default 'default')")
     coord.add_argument("--relay", action="append", default=[], metavar="HOST:PORT",

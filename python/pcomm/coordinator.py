@@ -32,6 +32,11 @@ class Coordinator(NativeServer):
             named by ``PCOMM_SECRET_FILE``, else none. Peers and relays must hold the same.
         insecure: allow listening on a non-loopback address without a secret (anyone
             who reaches the port can then join and read the run).
+        straggler_timeout: when some ring members wait in update_topology, an all_reduce
+            or a sync_shared_state and others have not called it for this long (seconds),
+            every one of those others that waits in no call of its own is dropped at once
+            (a hung data loader, a stuck GPU) and the rest go on with the smaller world;
+            the dropped peer gets ``PeerLostError`` saying why. ``None``: never.
     """
 
     def __init__(
@@ -43,16 +48,19 @@ class Coordinator(NativeServer):
         *,
         secret: bytes | str | None = None,
         insecure: bool = False,
+        straggler_timeout: float | timedelta | None = 10.0,
     ) -> None:
         seconds = to_seconds(heartbeat_timeout, "heartbeat_timeout")
+        straggler = 0.0 if straggler_timeout is None else to_seconds(straggler_timeout, "straggler_timeout")
         if isinstance(relays, str):
             raise InvalidArgumentError("relays must be a list of 'host:port' strings, not one string")
         key = _secret.resolve(secret)
         self._impl = _pcomm.Coordinator(listen=listen, run=run, heartbeat_timeout=seconds, relays=list(relays),
-                                        secret=key or b"", insecure=bool(insecure))
+                                        secret=key or b"", insecure=bool(insecure), straggler_timeout=straggler)
         self.secure = key is not None
         self.run = run
         self.heartbeat_timeout = seconds
+        self.straggler_timeout = straggler_timeout
 
     def add_relay(self, address: str) -> None:
         """Offers one more relay (``"host:port"``) to peers that need one."""
