@@ -157,8 +157,9 @@ def test_status_shows_the_ring_without_a_peer(tmp_path):
         ring = coord.peers
         first = ring.index(peers[0].peer_id)
         # Reports go out once a second: wait for the ones after the op and the step.
-        assert wait_for(lambda: [p["step"] for p in pcomm._pcomm.coordinator_status(coord.address, b"s" * 32, 5)["peers"]]
-                        == [7 if i == first else None for i in range(2)], 5)
+        want = [(7 if i == first else None, 1) for i in range(2)]
+        assert wait_for(lambda: [(p["step"], p["ops_done"]) for p in
+                                 pcomm._pcomm.coordinator_status(coord.address, b"s" * 32, 5)["peers"]] == want, 5)
         s = pcomm._pcomm.coordinator_status(coord.address, b"s" * 32, 5)
         for rank, p in enumerate(s["peers"]):
             other = ring[1 - rank]
@@ -181,3 +182,21 @@ def test_status_shows_the_ring_without_a_peer(tmp_path):
         assert wrong.returncode == 2 and "needs its secret" in wrong.stderr, wrong.stderr
         for p in peers:
             p.close()
+
+
+def test_status_finds_the_coordinator_by_run_name():
+    from pcomm.discovery import Node
+
+    with Node().start() as dht:
+        coord = CoordinatorProcess(run="named-run", announce_through=[dht.addrs[0]])
+        try:
+            out = subprocess.run([sys.executable, "-m", "pcomm", "status", "--run", "named-run", "--bootstrap",
+                                  dht.addrs[0]], capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.startswith(f"run 'named-run' (incarnation "), out.stdout
+            assert f"at {coord.address}, epoch 0: 0 peers, 0 pending" in out.stdout, out.stdout
+            neither = subprocess.run([sys.executable, "-m", "pcomm", "status"], capture_output=True, text=True,
+                                     timeout=60)
+            assert neither.returncode == 2 and "give --coordinator HOST:PORT, or --run NAME" in neither.stderr
+        finally:
+            coord.cleanup()

@@ -67,9 +67,9 @@ void Communicator::on_topology(const proto::Topology& topology) {
   }
   update_log_context(self, topology.epoch);
   log_.info("topology: rank ", rank, " of ", ids.size());
-  // Info, not warning: from here a peer that left cannot be told from one that was lost
-  // (the coordinator logs drops, with their reason, at warning).
-  for (const auto& id : gone) log_.info("peer ", id, " is no longer in the ring (epoch ", topology.epoch, ")");
+  // Warning, as the issue asks of survivors; a peer that left cleanly cannot be told from
+  // one that was lost from here (the coordinator's log gives the reason).
+  for (const auto& id : gone) log_.warn("peer ", id, " is no longer in the ring (epoch ", topology.epoch, ")");
   cv_.notify_all();
   remotes_->update(topology.ring);
   uint64_t epoch = topology.epoch;

@@ -1,15 +1,16 @@
 """The ``pcomm`` command line.
 
     pcomm coordinator --listen HOST:PORT [--secret-file PATH | --insecure]
-                      [--heartbeat-timeout SECONDS] [--run NAME] [--relay HOST:PORT ...]
-                      [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
+                      [--heartbeat-timeout SECONDS] [--straggler-timeout SECONDS] [--run NAME]
+                      [--relay HOST:PORT ...] [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
     pcomm relay --listen HOST:PORT [--secret-file PATH | --insecure] [--max-circuits N]
                 [--rate BYTES_PER_S] [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
-
-The run secret comes from --secret-file, else from the file named by $PCOMM_SECRET_FILE.
     pcomm dht --listen /ip4/HOST/tcp/PORT [--bootstrap MULTIADDR ...] [--key-file PATH]
     pcomm progress --run RUN --bootstrap MULTIADDR ... [--watch SECONDS] [--secret-file PATH]
-    pcomm status --coordinator HOST:PORT [--secret-file PATH] [--watch SECONDS]
+    pcomm status (--coordinator HOST:PORT | --run RUN --bootstrap MULTIADDR ...) [--secret-file PATH]
+                 [--watch SECONDS]
+
+The run secret comes from --secret-file, else from the file named by $PCOMM_SECRET_FILE.
 """
 
 from __future__ import annotations
@@ -221,9 +222,17 @@ def _status(args: argparse.Namespace) -> int:
 
     secret = _secret_of(args) or b""
     stop = _stop_on_signals()
+    if (args.coordinator is None) == (args.run is None):
+        raise InvalidArgumentError("give --coordinator HOST:PORT, or --run NAME --bootstrap MULTIADDR to find it")
+    if args.run is not None and not args.bootstrap:
+        raise InvalidArgumentError("--run needs --bootstrap MULTIADDR (a `pcomm dht` node) to find the coordinator")
     while True:
-        print(status_text(_pcomm.coordinator_status(args.coordinator, secret, args.timeout), args.coordinator),
-              flush=True)
+        where = args.coordinator
+        if where is None:  # looked up again each time: a restarted coordinator may have moved
+            from .discovery.runs import find_run
+
+            where = find_run(args.run, args.bootstrap, args.timeout, secret=secret or None).coordinator
+        print(status_text(_pcomm.coordinator_status(where, secret, args.timeout), where), flush=True)
         if args.watch is None or stop.wait(args.watch):
             return 0
         print(flush=True)
@@ -302,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     prog.add_argument("--secret-file", metavar="PATH", help="file holding the run secret (default: $PCOMM_SECRET_FILE)")
     prog.set_defaults(func=_progress)
     status = sub.add_parser("status", help="print a run's ring as its coordinator sees it (no peer needed)")
-    status.add_argument("--coordinator", required=True, metavar="HOST:PORT")
+    status.add_argument("--coordinator", metavar="HOST:PORT", help="the coordinator's address")
+    status.add_argument("--run", help="or: the run name, to find its coordinator in the DHT (with --bootstrap)")
+    status.add_argument("--bootstrap", nargs="+", default=[], metavar="MULTIADDR", help="DHT nodes (with --run)")
     status.add_argument("--secret-file", metavar="PATH", help="file holding the run secret (default: $PCOMM_SECRET_FILE)")
     status.add_argument("--watch", type=float, metavar="SECONDS", help="print again every SECONDS until Ctrl-C")
     status.add_argument("--timeout", type=float, default=10.0, help="seconds to get an answer (default 10)")
