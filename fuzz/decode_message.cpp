@@ -11,6 +11,7 @@
 #include "proto/fields.h"
 #include "proto/key_messages.h"
 #include "proto/status_messages.h"
+#include "proto/term_messages.h"
 #include "proto/waiting_messages.h"
 #include "proto/messages.h"
 #include "proto/path_messages.h"
@@ -129,6 +130,7 @@ bool decode_message(uint16_t type, const uint8_t* data, size_t size) {
     case MsgType::kStatusReply: return listed<proto::StatusReply>(data, size);
     case MsgType::kPeerReport: return listed<proto::PeerReport>(data, size);
     case MsgType::kWaiting: return listed<proto::Waiting>(data, size);
+    case MsgType::kRejoin: return listed<proto::Rejoin>(data, size);
   }
   return false;  // a number no MsgType names: receivers refuse it before decoding
 }

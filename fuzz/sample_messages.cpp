@@ -4,6 +4,7 @@
 #include "proto/fields.h"
 #include "proto/key_messages.h"
 #include "proto/status_messages.h"
+#include "proto/term_messages.h"
 #include "proto/waiting_messages.h"
 #include "proto/messages.h"
 #include "proto/path_messages.h"
@@ -39,7 +40,7 @@ std::vector<SampleMessage> sample_messages() {
   return {
       coded("error", MsgType::kError, proto::ErrorMsg{proto::ErrorCode::kVersionMismatch, "remote speaks version 1"}),
       coded("hello", MsgType::kHello, proto::Hello{"run-1", "10.0.0.1:29500", ""}),
-      coded("welcome", MsgType::kWelcome, proto::Welcome{"peer-a", true, 5000, "198.18.0.1:40001", "0123456789abcdef"}),
+      coded("welcome", MsgType::kWelcome, proto::Welcome{"peer-a", true, 5000, "198.18.0.1:40001", "0123456789abcdef", 2}),
       coded("heartbeat", MsgType::kHeartbeat, proto::Heartbeat{2}),
       coded("update_topology", MsgType::kUpdateTopology, proto::UpdateTopology{7}),
       coded("cancel_update_topology", MsgType::kCancelUpdateTopology, proto::UpdateTopology{7}),
@@ -77,14 +78,16 @@ std::vector<SampleMessage> sample_messages() {
       listed("relay_join", proto::RelayJoin{kToken}),
       {"relay_paired", static_cast<uint16_t>(MsgType::kRelayPaired), {}},
       listed("link_keys", proto::LinkKeys{3, {"peer-b", "peer-c"}, {std::string(32, 'k'), std::string(32, 'K')}}),
-      listed("status_request", proto::StatusRequest{}),
-      listed("status_reply", proto::StatusReply{"default", "0123456789abcdef", 4, {"peer-a", "peer-b"},
+      listed("status_request", proto::StatusRequest{3, "198.18.0.9:29500"}),
+      listed("status_reply", proto::StatusReply{"default", "0123456789abcdef", 2, "serving", 4, {"peer-a", "peer-b"},
                                                 {"198.18.0.1:1", "198.18.0.2:2"}, 1, 0,
                                                 {"peer-b:direct,peer-b:direct", ""}, {12, 0}, {350, proto::kNoValue},
                                                 {"tag 0, world 2", ""}, {7, proto::kNoValue}, {1 << 20, 0}}),
       listed("peer_report", proto::PeerReport{12, 1, 1 << 20, 1 << 20, 0, 350, 2, "", 7, {"peer-b", "peer-c"},
                                               {"direct", "relayed"}}),
       listed("waiting", proto::Waiting{1, 3, 12, {"peer-b", "peer-c"}, 4}),
+      listed("rejoin", proto::Rejoin{"default", "0123456789abcdef", "peer-a", 2, 17, {"peer-a", "peer-b"},
+                                     "198.18.0.1:40001", "198.18.0.1:40001", 0, {0, 9, 2, 31}, {2, 30}}),
   };
 }
 

@@ -156,14 +156,17 @@ class PeerProcess(_Proc):
 class CoordinatorProcess(_Proc):
     """`pcomm coordinator` as a process (for tests that kill the coordinator)."""
 
-    def __init__(self, heartbeat_timeout: float = 5.0, run: str = "default", env: dict | None = None, announce_through: list[str] | None = None) -> None:
+    def __init__(self, heartbeat_timeout: float = 5.0, run: str = "default", env: dict | None = None,
+                 announce_through: list[str] | None = None, listen: str = "127.0.0.1:0",
+                 args: list[str] | None = None) -> None:
         """announce_through: DHT bootstrap multiaddrs; the coordinator then announces
-        ``run`` there and the constructor returns once the record is stored."""
+        ``run`` there and the constructor returns once the record is stored. args: more
+        `pcomm coordinator` options (--standby, --peer-of, --state-dir...)."""
         extra = ["--announce", run, "--bootstrap", *announce_through] if announce_through else []
         super().__init__(
             [
-                sys.executable, "-m", "pcomm", "coordinator", "--listen", "127.0.0.1:0",
-                "--heartbeat-timeout", str(heartbeat_timeout), "--run", run, *extra,
+                sys.executable, "-m", "pcomm", "coordinator", "--listen", listen,
+                "--heartbeat-timeout", str(heartbeat_timeout), "--run", run, *extra, *(args or []),
             ],
             env,
         )

@@ -10,6 +10,8 @@ import json
 import sys
 import time
 
+import numpy as np
+
 import pcomm
 from harness import digest, make_input
 
@@ -80,6 +82,19 @@ def main():
                         if digest(x) != before or len(errors) > 5:
                             raise
                 result = {"errors": errors, "after": digest(x), "world_size": rinfo.world_size}
+            elif op == "loop":
+                # all-reduces of known data, k = start.., retried on AbortedError (a lost
+                # coordinator): peer i contributes i + 1 + k (tests/test_failover.py).
+                result = []
+                for k in range(cmd["start"], cmd["start"] + cmd["count"]):
+                    x = np.full(cmd.get("n", 4096), float(cmd["index"] + 1 + k), dtype=np.float32)
+                    while True:
+                        try:
+                            rinfo = comm.all_reduce(x, timeout=cmd.get("timeout"))
+                            break
+                        except pcomm.errors.AbortedError:
+                            continue
+                    result.append([k, float(x[0]), rinfo.world_size])
             elif op == "all_reduce_cases":
                 # Many all-reduces in a row; returns the hash of each result.
                 result = []

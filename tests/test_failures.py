@@ -75,23 +75,26 @@ def test_peer_blocked_in_barrier_sees_dead_peer_leave(fast_coordinator, spawn):
     assert [r["result"]["world_size"] for r in replies] == [2, 2]
 
 
-def test_coordinator_sigkill_fails_blocking_calls(spawn):
+def test_coordinator_sigkill_aborts_blocking_calls_then_fails_after_the_grace(spawn):
     coord = CoordinatorProcess(heartbeat_timeout=1.0)
     try:
-        peers = [spawn(coord.address) for _ in range(3)]
+        peers = [spawn(coord.address, coordinator_grace=2.0) for _ in range(3)]
         connect_all(peers)
         # Two peers block in the barrier (the third never joins it), then the coordinator dies.
         peers[0].send("update_topology", timeout=20)
         peers[1].send("update_topology", timeout=20)
         time.sleep(0.2)
         coord.kill()
+        killed = time.monotonic()
         replies = [peers[0].reply(5), peers[1].reply(5)]
-        for r in replies:
-            assert r["error"] == "CoordinatorLostError", r
-            assert r["elapsed"] < 0.2 + 1.0
+        for r in replies:  # at once: the call is aborted, the peer looks for a coordinator
+            assert r["error"] == "AbortedError", r
+            assert "reconnecting" in r["message"] and r["elapsed"] < 0.2 + 1.0
+        # A call made meanwhile waits for a coordinator; none comes within the grace.
         later = peers[2].call("update_topology", timeout=20)
-        assert later["error"] == "CoordinatorLostError"
-        assert later["elapsed"] < 0.1
+        assert later["error"] == "CoordinatorLostError", later
+        assert "coordinator_grace (2 s)" in later["message"]
+        assert 1.5 < time.monotonic() - killed < 2.0 + 1.0
     finally:
         coord.cleanup()
 
@@ -99,7 +102,7 @@ def test_coordinator_sigkill_fails_blocking_calls(spawn):
 def test_coordinator_sigstop_detected_within_heartbeat(spawn):
     coord = CoordinatorProcess(heartbeat_timeout=1.0)
     try:
-        peers = [spawn(coord.address) for _ in range(2)]
+        peers = [spawn(coord.address, coordinator_grace=0) for _ in range(2)]  # 0: fail at once
         connect_all(peers)
         peers[0].send("update_topology", timeout=20)
         time.sleep(0.1)

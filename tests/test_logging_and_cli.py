@@ -21,8 +21,8 @@ def test_info_log_lines_name_peer_id_and_epoch(coordinator, spawn):
 def test_default_level_is_quiet_and_off_silences_errors(spawn):
     coord = CoordinatorProcess(heartbeat_timeout=1.0)
     try:
-        quiet = spawn(coord.address)
-        silent = spawn(coord.address, env={"PCOMM_LOG_LEVEL": "off"})
+        quiet = spawn(coord.address, coordinator_grace=0.5)
+        silent = spawn(coord.address, env={"PCOMM_LOG_LEVEL": "off"}, coordinator_grace=0.5)
         connect_all([quiet, silent])
         coord.kill()
         for p in (quiet, silent):
@@ -170,7 +170,7 @@ def test_status_shows_the_ring_without_a_peer(tmp_path):
         out = subprocess.run([sys.executable, "-m", "pcomm", "status", "--coordinator", coord.address,
                               "--secret-file", str(secret)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
-        assert f"(incarnation {coord.run_id})" in out.stdout
+        assert f"(incarnation {coord.run_id}, term 1)" in out.stdout
         assert f"epoch {coord.epoch}: 2 peers, 0 pending" in out.stdout
         for rank, peer_id in enumerate(ring):
             step = "7" if rank == first else "-"

@@ -6,6 +6,7 @@
 #include "bindings/register.h"
 #include "coord/collectives.h"
 #include "coord/coordinator.h"
+#include "coord/terms.h"
 #include "coord/status_client.h"
 #include "coord/state_sync.h"
 #include "coord/membership.h"
@@ -94,6 +95,8 @@ py::dict coordinator_status(const std::string& address, const py::bytes& secret,
   py::dict d;
   d["run"] = r.run;
   d["run_id"] = r.run_id;
+  d["term"] = r.term;
+  d["role"] = r.role;
   d["epoch"] = r.epoch;
   py::list peers;
   for (size_t i = 0; i < r.peers.size(); ++i) {
@@ -129,9 +132,14 @@ void register_coord(py::module_& m) {
   py::class_<coord::Coordinator>(m, "Coordinator")
       .def(py::init([](const std::string& listen, const std::string& run, double heartbeat_timeout,
                        const std::vector<std::string>& relays, const py::bytes& secret, bool insecure,
-                       double straggler_timeout) {
+                       double straggler_timeout, const std::string& state_dir, bool standby,
+                       const std::string& peer_of, double gather_window) {
              coord::CoordinatorOptions o;
              o.straggler_timeout = seconds_to_duration(straggler_timeout);
+             o.state_dir = state_dir;
+             o.standby = standby;
+             o.peer_of = peer_of;
+             o.gather_window = seconds_to_duration(gather_window);
              o.secret = std::string(secret);
              o.insecure = insecure;
              o.listen = listen;
@@ -141,7 +149,8 @@ void register_coord(py::module_& m) {
              return std::make_unique<coord::Coordinator>(o);
            }),
            py::arg("listen"), py::arg("run"), py::arg("heartbeat_timeout"), py::arg("relays"),
-           py::arg("secret"), py::arg("insecure"), py::arg("straggler_timeout"))
+           py::arg("secret"), py::arg("insecure"), py::arg("straggler_timeout"), py::arg("state_dir"),
+           py::arg("standby"), py::arg("peer_of"), py::arg("gather_window"))
       .def("add_relay", &coord::Coordinator::add_relay, py::arg("address"))
       .def("_pair_key", [](const coord::Coordinator& c, uint64_t epoch, const std::string& a, const std::string& b) {
              auto k = c.pair_key(epoch, a, b);
@@ -157,6 +166,8 @@ void register_coord(py::module_& m) {
       .def("snapshot", [](const coord::Coordinator& c) {
         auto s = c.snapshot();
         py::dict d;
+        d["term"] = s.term;
+        d["role"] = s.role;
         d["epoch"] = s.epoch;
         d["ring"] = s.ring;
         d["pending"] = s.pending;
@@ -281,6 +292,15 @@ void register_coord(py::module_& m) {
     }
     return coord::stragglers(v, std::set<std::string>(busy.begin(), busy.end()), at_seconds(now),
                              seconds_to_duration(timeout));
+  });
+  // The term rule (coord/terms.h) over re-registrations given as (peer, term, epoch, ring).
+  // Returns (form, ring, epoch, reason).
+  m.def("_decide_term", [](const std::vector<std::tuple<std::string, uint64_t, uint64_t, std::vector<std::string>>>& regs,
+                           double since, double now, double window) {
+    std::vector<coord::Registration> v;
+    for (const auto& [peer, term, epoch, ring] : regs) v.push_back({peer, term, epoch, ring});
+    auto d = coord::decide_term(v, at_seconds(since), at_seconds(now), seconds_to_duration(window));
+    return py::make_tuple(d.form, d.ring, d.epoch, d.reason);
   });
 }
 

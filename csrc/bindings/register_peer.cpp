@@ -35,10 +35,31 @@ void interruptible(F&& call) {
 void register_peer(py::module_& m) {
   py::class_<peer::Communicator>(m, "Communicator")
       .def(py::init([](const std::string& coordinator, const std::string& run, uint32_t connections_per_peer,
-                       double timeout, const std::string& data_listen, const py::bytes& secret) {
+                       double timeout, const std::string& data_listen, const py::bytes& secret,
+                       const std::vector<std::string>& more_coordinators, double coordinator_grace,
+                       const py::object& find_coordinator) {
              peer::CommunicatorOptions o;
              o.secret = std::string(secret);
              o.coordinator = coordinator;
+             o.more_coordinators = more_coordinators;
+             o.coordinator_grace = seconds_to_duration(coordinator_grace);
+             if (!find_coordinator.is_none()) {
+               // Called from the reconnect thread: take the GIL, and let go of the
+               // function only with the GIL held.
+               std::shared_ptr<py::object> f(new py::object(find_coordinator), [](py::object* p) {
+                 py::gil_scoped_acquire gil;
+                 delete p;
+               });
+               o.find_coordinator = [f]() -> std::string {
+                 py::gil_scoped_acquire gil;
+                 try {
+                   py::object r = (*f)();
+                   return r.is_none() ? std::string() : r.cast<std::string>();
+                 } catch (py::error_already_set& e) {
+                   throw IoError(e.what());
+                 }
+               };
+             }
              o.run = run;
              o.connections_per_peer = connections_per_peer;
              o.timeout = seconds_to_duration(timeout);
@@ -53,7 +74,8 @@ void register_peer(py::module_& m) {
              return c;
            }),
            py::arg("coordinator"), py::arg("run"), py::arg("connections_per_peer"), py::arg("timeout"),
-           py::arg("data_listen"), py::arg("secret"))
+           py::arg("data_listen"), py::arg("secret"), py::arg("more_coordinators"), py::arg("coordinator_grace"),
+           py::arg("find_coordinator"))
       // Blocking calls wait on the network and the loop thread: release the GIL so other
       // Python threads (and other communicators in this process) keep running.
       .def("connect", [](peer::Communicator& c, double timeout) {
@@ -77,6 +99,8 @@ void register_peer(py::module_& m) {
              r.quantization = quantization_from_code(quantization);
              r.tag = tag;
              r.timeout = seconds_to_duration(timeout);
+             // It may wait for a coordinator to take this peer back: without the GIL.
+             py::gil_scoped_release release;
              return c.all_reduce(r);
            },
            py::arg("data"), py::arg("out"), py::arg("count"), py::arg("dtype"), py::arg("op"),
@@ -107,6 +131,8 @@ void register_peer(py::module_& m) {
       .def_property_readonly("epoch", &peer::Communicator::epoch)
       .def_property_readonly("peer_id", &peer::Communicator::peer_id)
       .def_property_readonly("run_id", &peer::Communicator::run_id)
+      .def_property_readonly("term", &peer::Communicator::term)
+      .def_property_readonly("coordinator", &peer::Communicator::coordinator)
       .def("set_step", &peer::Communicator::set_step, py::arg("step"))
       .def_property_readonly("peers", &peer::Communicator::peers)
       .def_property_readonly("pending_peers", &peer::Communicator::pending_peers)

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <set>
 
+#include "coord/state_file.h"
 #include "core/dtype.h"
 #include "core/errors.h"
 #include "net/address.h"
@@ -73,6 +74,34 @@ Coordinator::Coordinator(CoordinatorOptions options)
       log_, [this](const std::string& peer, std::vector<uint8_t> frame) { send_to_peer(peer, std::move(frame)); },
       [this](const std::string& peer) { return membership_.member(peer); }, *relays_);
   relay_list_ = options_.relays;
+  // Failover (coordinator_terms.cpp): a restart never reuses a term; a restart that knew
+  // a ring gathers its peers first; a standby serves nobody until it takes over.
+  if (options_.gather_window <= Duration::zero()) throw InvalidArgument("gather_window must be positive");
+  if (!options_.peer_of.empty()) {
+    net::parse_host_port(options_.peer_of, false);
+    watched_ = options_.peer_of;
+  } else if (options_.standby) {
+    throw InvalidArgument("a standby coordinator needs peer_of='host:port' (the primary it watches)");
+  }
+  std::vector<std::string> last_ring;
+  if (!options_.state_dir.empty()) {
+    if (auto state = load_state(options_.state_dir, options_.run)) {
+      known_term_ = state->term;
+      run_id_ = state->run_id;
+      last_ring = state->ring;
+    }
+  }
+  if (options_.standby) {
+    role_ = Role::kStandby;
+  } else if (!last_ring.empty()) {
+    role_ = Role::kGathering;
+  } else {
+    role_ = Role::kServing;
+    term_ = ++known_term_;
+  }
+  snapshot_.term = term_;
+  snapshot_.role = role_name(role_);
+  snapshot_.run_id = run_id_;
 }
 
 void Coordinator::add_relay(const std::string& address) {
@@ -106,13 +135,23 @@ void Coordinator::start() {
     loop_.add_fd(probe_listener_.fd(), EPOLLIN, [this](uint32_t) { on_probe_accept(); });
     for (const auto& r : relays()) relays_->add(r);
     loop_.run_after(kTickInterval, [this] { tick(); });
+    gather_since_ = watched_ok_ = Clock::now();
+    persist();
   });
-  log_.info("listening for run '", options_.run, "', heartbeat timeout ",
-            to_millis(options_.heartbeat_timeout), " ms");
+  if (!watched().empty()) watcher_ = std::thread([this] { watch_loop(); });
+  log_.info("listening for run '", options_.run, "', heartbeat timeout ", format_seconds(options_.heartbeat_timeout),
+            ", ", role_name(role_), term_ ? " term " + std::to_string(term_) : std::string(),
+            watched().empty() ? "" : ", watching " + watched());
 }
 
 void Coordinator::stop() {
   if (!running_.exchange(false)) return;
+  {
+    std::lock_guard<std::mutex> lock(watch_mutex_);
+    watch_stop_ = true;
+  }
+  watch_cv_.notify_all();
+  if (watcher_.joinable()) watcher_.join();
   loop_.post([this] {
     // Closing a connection erases it from conns_: iterate over a copy.
     std::vector<std::shared_ptr<net::FramedConnection>> links;
@@ -149,6 +188,9 @@ void Coordinator::publish_snapshot() {
   snapshot_.state_sync_planned = state_sync_.planned();
   snapshot_.punch_requests = paths_->punch_requests();
   snapshot_.relay_requests = paths_->relay_requests();
+  snapshot_.term = term_;
+  snapshot_.role = role_name(role_);
+  snapshot_.run_id = run_id_;
 }
 
 std::string Coordinator::new_peer_id() {
@@ -188,7 +230,7 @@ void Coordinator::on_accept() {
     ++strangers_;
     ++strangers_per_source_[source];
     uint64_t id = next_conn_id_++;
-    conns_[id] = Conn{link, "", Clock::now(), Clock::now(), nullptr, source};
+    conns_[id] = Conn{link, "", Clock::now(), Clock::now(), nullptr, source, "", false};
     link->start([this, id](uint16_t type, const uint8_t* p, size_t n) { on_frame(id, type, p, n); },
                 [this, id](const std::string& reason) { on_closed(id, reason); });
     log_.debug("connection ", id, " from ", link->remote());
@@ -204,13 +246,22 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
   auto msg_type = static_cast<MsgType>(type);
   if (conn.observing) throw ProtocolError("a message before the Welcome");
   if (conn.peer_id.empty()) {
+    if (!conn.rejoining.empty() || conn.deferred) throw ProtocolError("a message before the Welcome");
     if (msg_type == MsgType::kStatusRequest) {
-      proto::decode_fields<proto::StatusRequest>(payload, size);
-      conn.link->send(proto::frame_of_fields(status()));
+      on_status_request(conn_id, proto::decode_fields<proto::StatusRequest>(payload, size));
       return;  // the client closes (or the hello timeout does)
     }
-    if (msg_type != MsgType::kHello) throw ProtocolError("the first message must be Hello or StatusRequest");
-    on_hello(conn_id, proto::Hello::decode(payload, size));
+    if (msg_type == MsgType::kRejoin) {
+      on_rejoin(conn_id, proto::decode_fields<proto::Rejoin>(payload, size));
+      return;
+    }
+    if (msg_type != MsgType::kHello) throw ProtocolError("the first message must be Hello, Rejoin or StatusRequest");
+    auto hello = proto::Hello::decode(payload, size);
+    if (role_ == Role::kServing) {
+      on_hello(conn_id, hello);
+    } else {
+      defer_hello(conn_id, hello);
+    }
     return;
   }
   const std::string peer = conn.peer_id;
@@ -400,6 +451,10 @@ void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
     }
   }
   release_stranger(it->second);
+  if (!it->second.rejoining.empty()) {
+    auto g = gathered_.find(it->second.rejoining);
+    if (g != gathered_.end() && g->second.conn_id == conn_id) gathered_.erase(g);
+  }
   conns_.erase(it);
   if (peer.empty()) {
     log_.debug("connection ", conn_id, " closed before hello: ", reason);
@@ -481,6 +536,7 @@ void Coordinator::execute(const Actions& actions) {
         auto it = conn_of_peer_.find(a.peer);
         if (it != conn_of_peer_.end()) w.observed_address = conns_.at(it->second).link->remote();
         w.run_id = run_id_;
+        w.term = term_;
         send_to_peer(a.peer, proto::frame_of(w));
         break;
       }
@@ -531,6 +587,7 @@ void Coordinator::execute(const Actions& actions) {
   for (const auto& a : actions) {
     if (a.kind == Action::Kind::kTopology) {
       log_ring_change();
+      persist();
       break;
     }
   }
@@ -594,6 +651,8 @@ proto::StatusReply Coordinator::status() const {
   r.pending = membership_.pending_count();
   r.collectives_running = static_cast<uint32_t>(collectives_.running());
   r.run_id = run_id_;
+  r.term = term_;
+  r.role = role_name(role_);
   reports_.fill(r, Clock::now());
   return r;
 }
@@ -625,14 +684,22 @@ void Coordinator::tick() {
   auto now = Clock::now();
   apply(membership_.on_tick(now));
   check_stalls(now);
+  try_form_term(now);
   paths_->on_tick(now);
   std::vector<uint64_t> stale;
   uint32_t pending = membership_.pending_count();
   for (auto& [id, conn] : conns_) {
+    if (!conn.rejoining.empty()) {  // keeps a re-registered peer from timing us out while we gather
+      if (now - conn.last_sent >= heartbeat_interval_) {
+        conn.link->send(proto::frame_of(proto::Heartbeat{0}));
+        conn.last_sent = now;
+      }
+      continue;
+    }
     if (conn.peer_id.empty()) {
       // A connection must say hello within the heartbeat timeout (its observation that
       // follows ends within kProbeTimeout by itself).
-      if (!conn.observing && now - conn.opened > options_.heartbeat_timeout) stale.push_back(id);
+      if (!conn.observing && !conn.deferred && now - conn.opened > options_.heartbeat_timeout) stale.push_back(id);
       continue;
     }
     if (now - conn.last_sent >= heartbeat_interval_) {

@@ -16,6 +16,8 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <condition_variable>
+#include <thread>
 #include <string>
 
 #include "coord/collectives.h"
@@ -23,6 +25,7 @@
 #include "coord/path_broker.h"
 #include "coord/peer_reports.h"
 #include "coord/relay_registry.h"
+#include "coord/terms.h"
 #include "coord/state_sync.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -30,6 +33,7 @@
 #include "net/frame_conn.h"
 #include "net/run_keys.h"
 #include "proto/status_messages.h"
+#include "proto/term_messages.h"
 
 namespace pcomm::coord {
 
@@ -46,6 +50,15 @@ struct CoordinatorOptions {
   // A ring member that has not entered a barrier others wait in for this long, while it
   // waits in none itself, is dropped (coord/stalls.h). Zero: never.
   Duration straggler_timeout = std::chrono::seconds(10);
+  // Failover (coord/terms.h, docs/failover.md). state_dir: where the term and last ring
+  // persist (empty: nowhere). standby: serve nobody until `peer_of` (the primary's
+  // "host:port") has not answered for heartbeat_timeout, then take over. peer_of without
+  // standby: watch that coordinator only to fence it. gather_window: how long a new
+  // term waits for the last ring's peers to re-register.
+  std::string state_dir;
+  bool standby = false;
+  std::string peer_of;
+  Duration gather_window = std::chrono::seconds(2);
 };
 
 
@@ -72,10 +85,17 @@ class Coordinator {
     return net::pair_key(pair_master_, epoch, a, b);
   }
 
-  // This incarnation of the run (random, drawn at construction; peers see it as run_id).
-  const std::string& run_id() const { return run_id_; }
+  // This incarnation of the run (random, drawn at construction, or adopted from the
+  // state_dir or the peers that re-register; peers see it as run_id). Any thread.
+  std::string run_id() const;
+  // The current term (0 while a standby has not taken over) and role; any thread.
+  uint64_t term() const;
+  std::string role() const;
   // Snapshot for tests and the CLI; safe from any thread.
   struct Snapshot {
+    uint64_t term = 0;
+    std::string role;
+    std::string run_id;
     uint64_t epoch = 0;
     std::vector<std::string> ring;
     uint32_t pending = 0;
@@ -102,6 +122,15 @@ class Coordinator {
     TimePoint last_sent;
     std::shared_ptr<Observation> observing;  // set between Hello and Welcome
     std::string source;          // the remote host, while the connection is unauthenticated
+    std::string rejoining;       // a peer id that re-registered and waits for the new term
+    bool deferred = false;       // its hello waits until the term forms
+  };
+
+  enum class Role { kServing, kGathering, kStandby };
+  // A peer that re-registered while a new term gathers (coordinator_terms.cpp).
+  struct Gathered {
+    uint64_t conn_id = 0;
+    proto::Rejoin rejoin;
   };
 
   void on_accept();
@@ -123,6 +152,28 @@ class Coordinator {
   View view() const;
   void send_to_peer(const std::string& peer, std::vector<uint8_t> frame);
   void tick();
+  // Failover (coordinator_terms.cpp).
+  void on_rejoin(uint64_t conn_id, const proto::Rejoin& rejoin);
+  void try_form_term(TimePoint now);
+  void form_term(const TermDecision& decision, TimePoint now);
+  // Pending all-reduces of the re-registered peers: committed if anyone saw the commit.
+  void resolve_pending_ops();
+  void on_status_request(uint64_t conn_id, const proto::StatusRequest& request);
+  // A hello while no term serves: held until one does (refused by a standby).
+  void defer_hello(uint64_t conn_id, const proto::Hello& hello);
+  // A term serves now: the held hellos go on as if they had just arrived.
+  void take_deferred_hellos();
+  std::string watched() const;
+  void step_down(uint64_t newer_term, const std::string& newer);
+  void take_over(const std::string& why);
+  void watch_loop();
+  void on_watch_result(bool ok, const proto::StatusReply& reply, const std::string& error);
+  // Back to serving with an empty ring (a gathering nobody came to); deferred hellos go on.
+  void serve_fresh(const std::string& why);
+  // Closes every peer connection with this error; membership, collectives and syncs start over.
+  void reset_run(proto::ErrorCode code, const std::string& why);
+  void persist();
+  static const char* role_name(Role role);
   // Waiting notices for barriers a second old, and the straggler rule (coord/stalls.h).
   void check_stalls(TimePoint now);
   // Logs a new epoch's ring with who joined and who is gone since the last one logged.
@@ -161,8 +212,23 @@ class Coordinator {
   const net::Key pair_master_ = net::random_key();  // this coordinator's root of the pair keys
   net::Key coordinator_key_{};  // derived from the secret once (runs with a secret)
   std::mt19937_64 rng_;
-  const std::string run_id_;  // this incarnation of the run (Welcome.run_id), drawn at start
+  std::string run_id_;        // this incarnation of the run (Welcome.run_id); loop thread after start
   PeerReports reports_;       // loop thread
+  // Failover state, loop thread (coordinator_terms.cpp).
+  Role role_ = Role::kServing;
+  uint64_t term_ = 0;        // the term this coordinator serves (0: none yet)
+  uint64_t known_term_ = 0;  // the highest term seen anywhere (persisted, reported, watched)
+  std::string watched_;      // the coordinator watched (peer_of, or the one this stepped down to); watch_mutex_
+  TimePoint watched_ok_;     // its last answer
+  std::map<std::string, Gathered> gathered_;  // peer id -> its re-registration
+  TimePoint gather_since_;
+  std::vector<std::pair<uint64_t, proto::Hello>> deferred_hellos_;  // hellos that wait for the term
+  std::map<std::string, TimePoint> lost_claims_;  // standby: peers of the primary that came to us
+  std::vector<std::string> watched_ring_;         // standby: the primary's ring, from its status
+  std::thread watcher_;
+  mutable std::mutex watch_mutex_;
+  std::condition_variable watch_cv_;
+  bool watch_stop_ = false;
   std::map<std::pair<uint8_t, uint32_t>, std::vector<std::string>> notified_;  // stall -> missing peers last told
   mutable std::mutex snapshot_mutex_;
   Snapshot snapshot_;

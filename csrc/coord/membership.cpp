@@ -216,6 +216,24 @@ Actions Membership::drop(const std::map<std::string, std::string>& reasons) {
   return out;
 }
 
+Actions Membership::restore(const std::vector<proto::RingMember>& ring, uint64_t epoch, TimePoint now) {
+  Actions out;
+  std::vector<std::string> ids;
+  for (const auto& m : ring) {
+    peers_[m.peer_id] = PeerRecord{m.data_address, m.observed_address.empty() ? m.data_address : m.observed_address,
+                                   m.nat, next_join_seq_++, true, now};
+    ids.push_back(m.peer_id);
+  }
+  for (const auto& id : ring_) {  // peers that joined this coordinator before the others came back
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  }
+  waiters_.clear();
+  releasing_.clear();
+  epoch_ = std::max(epoch, epoch_ + 1) - 1;  // new_epoch() counts up to it
+  new_epoch(std::move(ids), out);
+  return out;
+}
+
 Actions Membership::relink() {
   Actions out;
   if (!ring_.empty()) new_epoch(ring_, out);

@@ -89,6 +89,11 @@ class Membership {
   std::vector<std::string> releasing() const;
   // Drops these peers at once (stragglers), each told its reason; one new epoch.
   Actions drop(const std::map<std::string, std::string>& reasons);
+  // A new term (coord/terms.h): these re-registered peers become the ring, in this
+  // order, followed by ring members that joined before they came back, at `epoch` (or
+  // the next epoch, if that is later). Pending peers stay pending; barriers start over.
+  // Emits the epoch's Topology.
+  Actions restore(const std::vector<proto::RingMember>& ring, uint64_t epoch, TimePoint now);
 
   uint64_t epoch() const { return epoch_; }
   const std::vector<std::string>& ring() const { return ring_; }

@@ -10,12 +10,14 @@
 
 namespace pcomm::coord {
 
-proto::StatusReply query_status(const std::string& address, const std::string& secret, Duration timeout) {
+proto::StatusReply query_status(const std::string& address, const std::string& secret, Duration timeout,
+                                const proto::StatusRequest& request) {
   Deadline deadline(timeout);
   auto sock = net::Socket::connect_blocking(net::resolve(net::parse_host_port(address, false)), deadline);
   auto link = net::coordinator_client(std::make_shared<net::TcpLink>(std::move(sock), net::LinkKind::kDirect),
                                       secret, deadline.at());
-  net::send_frame(*link, static_cast<uint16_t>(proto::MsgType::kStatusRequest), {}, deadline.at());
+  net::send_frame(*link, static_cast<uint16_t>(proto::MsgType::kStatusRequest), proto::encode_fields(request),
+                  deadline.at());
   uint16_t type = 0;
   auto payload = net::read_frame(*link, &type, proto::kMaxControlPayload, deadline.at());
   link->shutdown();

@@ -10,6 +10,8 @@
 namespace pcomm::coord {
 
 // Throws AuthenticationError (wrong or missing secret), IoError, TimeoutError, ProtocolError.
-proto::StatusReply query_status(const std::string& address, const std::string& secret, Duration timeout);
+// A coordinator watching another passes its term and address in `request`.
+proto::StatusReply query_status(const std::string& address, const std::string& secret, Duration timeout,
+                                const proto::StatusRequest& request = {});
 
 }  // namespace pcomm::coord

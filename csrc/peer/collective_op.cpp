@@ -97,6 +97,11 @@ void CollectiveOp::set_go(uint64_t op_id, int world, int rank) {
   phase_ = Phase::kQueued;
 }
 
+bool CollectiveOp::awaiting_decision() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return phase_ == Phase::kReported && !decided_;
+}
+
 void CollectiveOp::decide(std::optional<ErrorKind> error, const std::string& message) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (phase_ == Phase::kDone || decided_) return;

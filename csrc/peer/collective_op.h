@@ -87,6 +87,9 @@ class CollectiveOp {
   // Waits for the decision; on commit runs copy_out (with the user-memory flag held).
   void await_decision(TimePoint deadline, const std::function<void()>& copy_out);
 
+  // Reported success and waits for the coordinator's decision: a coordinator that was
+  // lost meanwhile leaves it waiting for the next one (peer/communicator_failover.cpp).
+  bool awaiting_decision() const;
   const AllReduceRequest& request() const { return request_; }
   uint64_t op_id() const;
   int world() const;

@@ -41,6 +41,8 @@ Communicator::Communicator(CommunicatorOptions options)
         return log_context_;
       }) {
   net::parse_host_port(options_.coordinator, /*allow_port_zero=*/false);
+  for (const auto& a : options_.more_coordinators) net::parse_host_port(a, false);
+  if (options_.coordinator_grace < Duration::zero()) throw InvalidArgument("coordinator_grace must not be negative");
   net::parse_host_port(options_.data_listen, /*allow_port_zero=*/true);
   if (options_.connections_per_peer < 1 || options_.connections_per_peer > kMaxConnectionsPerPeer) {
     throw InvalidArgument("connections_per_peer must be between 1 and " + std::to_string(kMaxConnectionsPerPeer) +
@@ -82,10 +84,26 @@ void Communicator::update_log_context(const std::string& peer_id, uint64_t epoch
 
 void Communicator::connect(Duration timeout) {
   Deadline deadline(timeout);
+  // A coordinator lost while this peer joins (or a standby that refuses it): the join
+  // starts over with the next address, within the same deadline.
+  for (size_t attempt = 0;; ++attempt) {
+    try {
+      connect_once(deadline, timeout, attempt);
+      return;
+    } catch (const CoordinatorLostError& e) {
+      if (deadline.remaining() <= kConnectRetry * 3) throw;
+      log_.warn("joining again: ", e.what());
+      std::this_thread::sleep_for(kConnectRetry * 2);
+      check_interrupt("connect");
+    }
+  }
+}
+
+void Communicator::connect_once(const Deadline& deadline, Duration timeout, size_t attempt) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (state_ == State::kClosed) throw InvalidArgument("this communicator is closed; create a new one");
-    if (state_ == State::kActive || state_ == State::kJoining) {
+    if (state_ == State::kActive || state_ == State::kJoining || state_ == State::kReconnecting) {
       throw InvalidArgument("already connected as peer " + peer_id_ + "; close() first");
     }
   }
@@ -100,7 +118,9 @@ void Communicator::connect(Duration timeout) {
   uint16_t shared_port = ntohs(listener->local_address().sin_port);
   // Reach the coordinator from this thread (the GIL is released by the binding); retry
   // refusals so a peer may start a moment before its coordinator.
-  auto coord_hp = net::parse_host_port(options_.coordinator, false);
+  auto addresses = coordinator_addresses();
+  size_t next_address = attempt;
+  std::string address;
   // A refusal of our credentials (AuthenticationError) ends the attempt; a connection that
   // fails or closes before it is through (a coordinator busy with many joiners) is retried.
   std::shared_ptr<net::Link> coord_link;
@@ -109,11 +129,13 @@ void Communicator::connect(Duration timeout) {
   auto started = Clock::now();
   while (!coord_link) {
     try {
+      address = addresses[next_address++ % addresses.size()];
       // In slices, so that Ctrl-C gets through while the coordinator does not answer.
-      auto sock = net::Socket::connect_blocking(net::resolve(coord_hp), deadline, shared_port, nullptr,
+      auto sock = net::Socket::connect_blocking(net::resolve(net::parse_host_port(address, false)), deadline,
+                                                shared_port, nullptr,
                                                 [this] { check_interrupt("connect"); }, kInterruptCheck);
       local_address = net::format_sockaddr(sock.local_address());
-      coord_link = coordinator_link(std::move(sock), deadline);
+      coord_link = coordinator_link(std::move(sock), deadline, address);
     } catch (const TimeoutError&) {
       last_error = "connection attempt timed out";
     } catch (const IoError& e) {
@@ -121,14 +143,14 @@ void Communicator::connect(Duration timeout) {
     }
     if (coord_link) break;
     if (deadline.remaining() <= kConnectRetry) {
-      throw TimeoutError("could not reach the coordinator at " + options_.coordinator + " within " +
+      throw TimeoutError("could not reach the coordinator at " + address + " within " +
                          format_seconds(timeout) + ": " + last_error);
     }
     if (!warned && Clock::now() - started >= kConnectWarnAfter) {
       warned = true;
       log_.warn(last_error.find("refused") != std::string::npos
-                    ? "nothing listens at " + options_.coordinator + " (still retrying): " + last_error
-                    : "cannot reach the coordinator at " + options_.coordinator + " (still retrying): " + last_error);
+                    ? "nothing listens at " + address + " (still retrying): " + last_error
+                    : "cannot reach the coordinator at " + address + " (still retrying): " + last_error);
     }
     std::this_thread::sleep_for(kConnectRetry);
     check_interrupt("connect");
@@ -144,6 +166,9 @@ void Communicator::connect(Duration timeout) {
     fail_message_.clear();
     peer_id_.clear();
     run_id_.clear();
+    term_ = 0;
+    coordinator_address_ = address;
+    committed_.clear();
     activity_ = Activity{};
     data_address_ = advertised;
     epoch_ = ready_epoch_ = 0;
@@ -162,15 +187,8 @@ void Communicator::connect(Duration timeout) {
     if (data_listener_.valid()) loop_.remove_fd(data_listener_.fd());
     data_listener_ = std::move(*listener);
     loop_.add_fd(data_listener_.fd(), EPOLLIN, [this](uint32_t) { on_data_accept(); });
-    coord_ = net::FramedConnection::create(loop_, coord_link);
-    auto conn = coord_;
-    coord_->start([this](uint16_t t, const uint8_t* p, size_t n) { on_coordinator_frame(t, p, n); },
-                  [this, conn](const std::string& reason) {
-                    if (conn == coord_) on_coordinator_closed(reason);
-                  });
-    last_heard_ = Clock::now();
     heartbeat_timeout_ = Duration::zero();
-    coord_->send(proto::frame_of(proto::Hello{options_.run, advertised, ""}));
+    install_coordinator(coord_link, proto::frame_of(proto::Hello{options_.run, advertised, ""}));
   });
   std::unique_lock<std::mutex> lock(mutex_);
   try {
@@ -202,12 +220,13 @@ void Communicator::check_interrupt(const char* what) {
   if (interrupt_check_ && interrupt_check_()) throw Interrupted(std::string(what) + " interrupted");
 }
 
-std::shared_ptr<net::Link> Communicator::coordinator_link(net::Socket socket, const Deadline& deadline) {
+std::shared_ptr<net::Link> Communicator::coordinator_link(net::Socket socket, const Deadline& deadline,
+                                                          const std::string& address) {
   std::shared_ptr<net::Link> link = std::make_shared<net::TcpLink>(std::move(socket), net::LinkKind::kDirect);
   try {
     return net::coordinator_client(std::move(link), options_.secret, deadline.at());
   } catch (const AuthenticationError& e) {
-    throw AuthenticationError("the coordinator at " + options_.coordinator + " did not accept this run's secret: " +
+    throw AuthenticationError("the coordinator at " + address + " did not accept this run's secret: " +
                               e.what());
   } catch (const IoError& e) {
     // Closed before the handshake was through: a coordinator without a secret does that
@@ -248,15 +267,22 @@ void Communicator::on_link_keys(const proto::LinkKeys& keys) {
 void Communicator::update_topology(Duration timeout) {
   Deadline deadline(timeout);
   std::unique_lock<std::mutex> lock(mutex_);
+  await_reconnected(lock, deadline, "update_topology");
   if (state_ == State::kFailed) raise_failure();
   if (state_ != State::kActive) throw InvalidArgument("not connected: call connect() first");
   uint64_t seq = ++topo_seq_;
+  uint64_t losses = losses_;
   loop_.post([this, seq] {
     if (coord_) coord_->send(proto::frame_of(proto::UpdateTopology{seq}));
   });
   topo_waiting_.clear();
   try {
-    wait_until(lock, deadline, "update_topology", [this, seq] { return topo_done_seq_ >= seq; });
+    wait_until(lock, deadline, "update_topology",
+               [this, seq, losses] { return topo_done_seq_ >= seq || losses_ != losses; });
+    if (topo_done_seq_ < seq) {
+      throw Aborted("update_topology aborted: the coordinator was lost (" + lost_reason_ +
+                    "); this peer is reconnecting, keeping its id and links: call update_topology() again");
+    }
   } catch (const Error& e) {
     if (!dynamic_cast<const TimeoutError*>(&e) && !dynamic_cast<const Interrupted*>(&e)) throw;
     std::string waiting = topo_waiting_;
@@ -317,6 +343,7 @@ void Communicator::close() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (prepare_cancel_) prepare_cancel_->fire("the communicator was closed");
   }
+  if (reconnect_thread_.joinable()) reconnect_thread_.join();  // it sees kClosed within a slice
   agent_->stop();
   remotes_->clear();
   data_plane_->stop();
@@ -406,7 +433,7 @@ bool Communicator::connected() const {
 void Communicator::fail(ErrorKind kind, const std::string& message) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (state_ != State::kJoining && state_ != State::kActive) return;
+    if (state_ != State::kJoining && state_ != State::kActive && state_ != State::kReconnecting) return;
     state_ = State::kFailed;
     fail_kind_ = kind;
     fail_message_ = message;
@@ -429,11 +456,34 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
   switch (static_cast<MsgType>(type)) {
     case MsgType::kWelcome: {
       auto w = proto::Welcome::decode(payload, size);
-      heartbeat_timeout_ = Millis(w.heartbeat_timeout_ms);
+      bool rejoined = false;
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        peer_id_ = w.peer_id;
+        if (state_ == State::kReconnecting) {
+          // Fencing: never follow a coordinator of an older term than the one we know.
+          if (w.term < term_ || w.peer_id != peer_id_ || !w.accepted) {
+            attempt_error_ = "it answered with term " + std::to_string(w.term) + " (this peer follows term " +
+                             std::to_string(term_) + ")" + (w.peer_id != peer_id_ ? " and another peer id" : "");
+            attempt_ = Attempt::kEnded;
+            cv_.notify_all();
+            ++session_;
+            std::exchange(coord_, nullptr)->close("refused an older term");
+            return;
+          }
+          attempt_ = Attempt::kWelcomed;
+          rejoined = true;
+        } else {
+          peer_id_ = w.peer_id;
+        }
         run_id_ = w.run_id;
+        term_ = w.term;
+      }
+      welcomed_ = true;
+      heartbeat_timeout_ = Millis(w.heartbeat_timeout_ms);
+      if (rejoined) {
+        log_.warn("back with the coordinator at ", coordinator(), ", term ", w.term);
+        cv_.notify_all();
+        return;
       }
       update_log_context(w.peer_id, 0);
       log_.info("welcomed by the coordinator as ", w.accepted ? "accepted" : "pending", " (seen from ",
@@ -463,7 +513,9 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
         std::lock_guard<std::mutex> lock(mutex_);
         if (e != epoch_) return;  // superseded by a newer topology already
         ready_epoch_ = e;
-        if (state_ == State::kJoining) state_ = State::kActive;
+        if (state_ == State::kJoining || (state_ == State::kReconnecting && attempt_ == Attempt::kWelcomed)) {
+          state_ = State::kActive;
+        }
       }
       log_.debug("epoch ", e, " ready");
       cv_.notify_all();
@@ -513,19 +565,22 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
                                         "); call connect() to rejoin as a new peer");
           break;
         case proto::ErrorCode::kShutdown:
-          fail(ErrorKind::kCoordinatorLost, "the coordinator at " + options_.coordinator + " shut down");
-          break;
+          lose_coordinator("it shut down");
+          return;
+        case proto::ErrorCode::kNotPrimary:
+        case proto::ErrorCode::kStaleTerm:
+          lose_coordinator(err.text);
+          return;
         case proto::ErrorCode::kRunMismatch:
           fail(ErrorKind::kInvalid, err.text);
           break;
         case proto::ErrorCode::kUnauthenticated:
-          fail(ErrorKind::kUnauthenticated, "the coordinator at " + options_.coordinator + " refused this peer: " +
-                                                err.text);
+          fail(ErrorKind::kUnauthenticated, "the coordinator at " + coordinator() + " refused this peer: " + err.text);
           break;
         default:
           fail(ErrorKind::kProtocol, "the coordinator refused this peer: " + err.text);
       }
-      coord_->close("coordinator sent an error");
+      if (coord_) coord_->close("coordinator sent an error");
       return;
     }
     default:
@@ -533,21 +588,22 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
   }
 }
 
-void Communicator::on_coordinator_closed(const std::string& reason) {
-  fail(ErrorKind::kCoordinatorLost, "lost the coordinator at " + options_.coordinator + ": " + reason);
-  teardown_links();
-}
+void Communicator::on_coordinator_closed(const std::string& reason) { lose_coordinator(reason); }
 
 void Communicator::heartbeat_tick(uint64_t session) {
   if (session != session_ || !coord_ || coord_->closed()) return;
   coord_->pump();  // judge the coordinator by what it sent, not by our own freeze
   if (session != session_ || !coord_ || coord_->closed()) return;
   auto now = Clock::now();
-  if (now - last_heard_ > heartbeat_timeout_) {
-    fail(ErrorKind::kCoordinatorLost, "the coordinator at " + options_.coordinator + " was silent for more than " +
-                                         std::to_string(to_millis(heartbeat_timeout_)) + " ms");
-    coord_->close("heartbeat timeout");
-    teardown_links();
+  // A re-registration waits for a coordinator that sends heartbeats four times per
+  // timeout while it gathers: half a timeout of silence means a frozen one, move on.
+  Duration limit = welcomed_ ? heartbeat_timeout_ : heartbeat_timeout_ / 2;
+  if (now - last_heard_ > limit) {
+    lose_coordinator("silent for more than " + format_seconds(limit));
+    return;
+  }
+  if (!welcomed_) {  // a re-registration waits for the new term: nothing to send yet
+    loop_.run_after(kTickInterval, [this, session] { heartbeat_tick(session); });
     return;
   }
   if (now - last_report_ >= kReportInterval) {

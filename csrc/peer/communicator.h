@@ -22,6 +22,10 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <functional>
+#include <thread>
+#include <utility>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -43,12 +47,20 @@
 #include "peer/remote_peer.h"
 #include "peer/state_session.h"
 #include "proto/messages.h"
+#include "proto/term_messages.h"
 #include "proto/waiting_messages.h"
 
 namespace pcomm::peer {
 
 struct CommunicatorOptions {
   std::string coordinator;  // "host:port"
+  // Failover (communicator_failover.cpp): more coordinators to try ("host:port", e.g. a
+  // standby), how long to keep trying after the coordinator is lost before failing with
+  // CoordinatorLostError (zero: fail at once), and an optional lookup of the run's newest
+  // coordinator (the DHT record; "" when none), tried after the addresses.
+  std::vector<std::string> more_coordinators;
+  Duration coordinator_grace = std::chrono::seconds(30);
+  std::function<std::string()> find_coordinator;
   std::string run = "default";
   uint32_t connections_per_peer = 4;
   Duration timeout = std::chrono::seconds(30);
@@ -92,6 +104,9 @@ class Communicator {
   std::string peer_id() const;
   // This incarnation of the run (drawn by its coordinator; "" before connect()).
   std::string run_id() const;
+  // The coordinator's term this peer follows (0 before connect()), and its address.
+  uint64_t term() const;
+  std::string coordinator() const;
   // The application's progress counter (DiLoCo: the outer step), shown by `pcomm status`.
   void set_step(uint64_t step);
   std::vector<std::string> peers() const;
@@ -106,11 +121,28 @@ class Communicator {
   void set_interrupt_check(std::function<bool()> check) { interrupt_check_ = std::move(check); }
 
  private:
-  enum class State { kIdle, kJoining, kActive, kFailed, kClosed };
+  // kReconnecting: the coordinator was lost; links, peer id and state are kept while
+  // the reconnect thread looks for a coordinator (communicator_failover.cpp).
+  enum class State { kIdle, kJoining, kActive, kReconnecting, kFailed, kClosed };
+  // The reconnect thread's current attempt, as the loop thread sees it.
+  enum class Attempt { kNone, kWaiting, kWelcomed, kEnded };
 
   // Loop thread.
   void on_coordinator_frame(uint16_t type, const uint8_t* payload, size_t size);
   void on_coordinator_closed(const std::string& reason);
+  // Loop thread: the coordinator link ended. An accepted peer starts reconnecting (within
+  // coordinator_grace); a reconnect attempt moves on; anyone else fails.
+  void lose_coordinator(const std::string& reason);
+  // Installs a new coordinator connection (loop thread); `first` is its first frame.
+  void install_coordinator(std::shared_ptr<net::Link> link, std::vector<uint8_t> first);
+  // The reconnect thread: tries the addresses until one welcomes this peer back.
+  void reconnect_loop();
+  bool try_rejoin(const std::string& address, TimePoint until);
+  proto::Rejoin rejoin_message() const;  // mutex_ held
+  // Caller thread, mutex_ held: while reconnecting, waits (within deadline) until active.
+  void await_reconnected(std::unique_lock<std::mutex>& lock, const Deadline& deadline, const char* what);
+  // The addresses to try, in order: the current one, then the others given.
+  std::vector<std::string> coordinator_addresses() const;
   void on_topology(const proto::Topology& topology);
   void on_data_accept();
   // A connection another peer opened to us (accepted, punched or relayed): its first
@@ -121,7 +153,9 @@ class Communicator {
   // Caller thread: throws Interrupted when the interrupt check fires (Ctrl-C).
   void check_interrupt(const char* what);
   // The link to the coordinator, authenticated when the run has a secret (caller thread).
-  std::shared_ptr<net::Link> coordinator_link(net::Socket socket, const Deadline& deadline);
+  std::shared_ptr<net::Link> coordinator_link(net::Socket socket, const Deadline& deadline, const std::string& address);
+  // One join attempt of connect(), starting with the attempt-th address.
+  void connect_once(const Deadline& deadline, Duration timeout, size_t attempt);
   // Driver side of a data link: TLS with the pair's newest key (data-plane thread).
   std::shared_ptr<net::Link> secure_link(std::shared_ptr<net::Link> link, const std::string& peer, TimePoint deadline,
                                          const net::Cancel* cancel);
@@ -179,6 +213,7 @@ class Communicator {
   TimePoint last_report_;
   Duration heartbeat_timeout_{};
   uint64_t session_ = 0;  // bumps on every connect(), so stale timers stop
+  bool welcomed_ = false;  // the current coordinator connection got its Welcome
 
   // Shared state, under mutex_.
   mutable std::mutex mutex_;
@@ -188,6 +223,15 @@ class Communicator {
   std::string fail_message_;
   std::string peer_id_;
   std::string run_id_;
+  uint64_t term_ = 0;
+  std::string coordinator_address_;  // the coordinator followed now (or last)
+  uint64_t losses_ = 0;              // coordinator losses so far: a wait in progress is aborted by one
+  TimePoint lost_since_;
+  std::string lost_reason_;
+  Attempt attempt_ = Attempt::kNone;
+  std::string attempt_error_;
+  std::deque<std::pair<uint64_t, uint64_t>> committed_;  // (term, op id) of the last commits
+  std::thread reconnect_thread_;
   Activity activity_;
   std::string data_address_;
   uint64_t epoch_ = 0;

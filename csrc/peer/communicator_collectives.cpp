@@ -6,10 +6,16 @@
 
 namespace pcomm::peer {
 
+namespace {
+// Commits remembered for a coordinator that replaces a lost one (Rejoin.committed).
+constexpr size_t kCommitsKept = 32;
+}  // namespace
+
 std::shared_ptr<CollectiveOp> Communicator::all_reduce(const AllReduceRequest& request) {
   std::shared_ptr<CollectiveOp> op;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    await_reconnected(lock, Deadline(request.timeout), "all_reduce");
     if (state_ == State::kFailed) raise_failure();
     if (state_ != State::kActive) throw InvalidArgument("not connected: call connect() first");
     if (ops_.count(request.tag)) {
@@ -100,6 +106,11 @@ void Communicator::on_coll_result(const proto::CollOutcome& result) {
   }
   if (!op) return;
   if (result.outcome == proto::Outcome::kCommit) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      committed_.emplace_back(term_, result.op_id);
+      if (committed_.size() > kCommitsKept) committed_.pop_front();
+    }
     op->decide(std::nullopt, "");
   } else {
     op->decide(proto::error_kind(result.outcome), result.message);

@@ -29,7 +29,8 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
   std::string self;
   proto::RingMember self_member;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    await_reconnected(lock, deadline, "sync_shared_state");
     if (state_ == State::kFailed) raise_failure();
     if (state_ != State::kActive) throw InvalidArgument("not connected: call connect() first");
     if (state_session_) throw InvalidArgument("a sync_shared_state call is already in progress on this peer");

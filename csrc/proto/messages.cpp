@@ -47,6 +47,7 @@ std::vector<uint8_t> Welcome::encode() const {
   w.u32(heartbeat_timeout_ms);
   w.str(observed_address);
   w.str(run_id);
+  w.u64(term);
   return w.take();
 }
 Welcome Welcome::decode(const uint8_t* data, size_t size) {
@@ -60,6 +61,7 @@ Welcome Welcome::decode(const uint8_t* data, size_t size) {
   if (m.heartbeat_timeout_ms == 0) throw ProtocolError("Welcome.heartbeat_timeout_ms is 0");
   m.observed_address = r.str();
   m.run_id = r.str();
+  m.term = r.u64();
   r.finish();
   return m;
 }

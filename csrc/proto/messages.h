@@ -64,6 +64,7 @@ enum class MsgType : uint16_t {
   kStatusReply = 46,
   kPeerReport = 47,  // peer -> coordinator, about once a second: what `pcomm status` shows (status_messages.h)
   kWaiting = 48,     // coordinator -> peers in a barrier: who has not entered it (waiting_messages.h)
+  kRejoin = 49,      // peer -> a new coordinator, first frame: re-registration (term_messages.h)
 };
 
 // How a collective or a state sync ended, on the wire (CollDone/StateDone from a peer,
@@ -94,6 +95,8 @@ enum class ErrorCode : uint16_t {
   kShutdown = 5,    // the coordinator is stopping
   kBadRequest = 6,  // a well-formed message that makes no sense in this state
   kUnauthenticated = 7,  // sent in the clear to a client that speaks without the run's TLS
+  kNotPrimary = 8,       // a standby coordinator whose primary is alive: try the next address
+  kStaleTerm = 9,        // a coordinator of an older term than the peer's: try the next address
 };
 
 struct ErrorMsg {
@@ -120,6 +123,7 @@ struct Welcome {
   uint32_t heartbeat_timeout_ms = 0;
   std::string observed_address;  // the peer's address as the coordinator sees it
   std::string run_id;  // this incarnation of the run: drawn by its coordinator at start
+  uint64_t term = 0;   // the coordinator's term: a peer refuses one older than it knows
   std::vector<uint8_t> encode() const;
   static Welcome decode(const uint8_t* data, size_t size);
 };

@@ -16,9 +16,14 @@
 
 namespace pcomm::proto {
 
+// A coordinator watching another (a standby, or one that took over) sends its term and
+// address: a coordinator of an older term that serves steps down to be its standby.
+// `pcomm status` sends term 0.
 struct StatusRequest {
   static constexpr MsgType kType = MsgType::kStatusRequest;
-  template <typename V> void fields(V&) {}
+  uint64_t term = 0;
+  std::string from;
+  template <typename V> void fields(V& v) { v(term); v(from); }
   void validate() const {}
 };
 
@@ -55,6 +60,8 @@ struct StatusReply {
   static constexpr MsgType kType = MsgType::kStatusReply;
   std::string run;
   std::string run_id;
+  uint64_t term = 0;
+  std::string role;  // "serving", "gathering" (forming a term), "standby"
   uint64_t epoch = 0;
   std::vector<std::string> peers;      // ring order
   std::vector<std::string> addresses;  // each peer's observed address, same order
@@ -67,7 +74,7 @@ struct StatusReply {
   std::vector<uint64_t> steps;
   std::vector<uint64_t> send_rate;       // data bytes sent per second, over the last 10 s
   template <typename V> void fields(V& v) {
-    v(run); v(run_id); v(epoch); v(peers); v(addresses); v(pending); v(collectives_running);
+    v(run); v(run_id); v(term); v(role); v(epoch); v(peers); v(addresses); v(pending); v(collectives_running);
     v(links); v(ops_done); v(last_age_ms); v(last_op); v(steps); v(send_rate);
   }
   void validate() const {

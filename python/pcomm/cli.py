@@ -2,6 +2,8 @@
 
     pcomm coordinator --listen HOST:PORT [--secret-file PATH | --insecure]
                       [--heartbeat-timeout SECONDS] [--straggler-timeout SECONDS] [--run NAME]
+                      [--state-dir DIR] [--standby --peer-of HOST:PORT | --peer-of HOST:PORT]
+                      [--gather-window SECONDS]
                       [--relay HOST:PORT ...] [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
     pcomm relay --listen HOST:PORT [--secret-file PATH | --insecure] [--max-circuits N]
                 [--rate BYTES_PER_S] [--announce RUN --bootstrap MULTIADDR ... [--advertise HOST:PORT]]
@@ -69,15 +71,20 @@ def _start_announcing(kind: str, run: str, listening: str, args: argparse.Namesp
     return node
 
 
-def _serve(server, kind: str, run: str | None, args: argparse.Namespace, status, tick=None) -> int:
-    """Runs a started server until SIGINT/SIGTERM: announces it in the DHT when asked,
-    prints status() whenever it changes, calls tick(node) every round, then stops it."""
+def _serve(server, kind: str, run: str | None, args: argparse.Namespace, status, tick=None,
+           may_announce=lambda: True) -> int:
+    """Runs a started server until SIGINT/SIGTERM: announces it in the DHT when asked
+    (once may_announce() is true: a standby coordinator waits until it serves), prints
+    status() whenever it changes, calls tick(node) every round, then stops it."""
     stop = _stop_on_signals()
     node = None
     try:
-        node = _start_announcing(kind, run, server.address, args)
+        if may_announce():
+            node = _start_announcing(kind, run, server.address, args)
         last = None
         while not stop.wait(0.5):
+            if node is None and args.announce is not None and may_announce():
+                node = _start_announcing(kind, run, server.address, args)
             if tick is not None:
                 tick(node)
             now = status()
@@ -101,10 +108,13 @@ def _coordinator(args: argparse.Namespace) -> int:
         if not args.bootstrap:
             raise InvalidArgumentError("--announce needs --bootstrap MULTIADDR (a `pcomm dht` node)")
         run = args.announce
+    if args.standby and not args.peer_of:
+        raise InvalidArgumentError("--standby needs --peer-of HOST:PORT (the primary coordinator it watches)")
     coord = Coordinator(listen=args.listen, heartbeat_timeout=args.heartbeat_timeout, run=run,
                         relays=args.relay, secret=_secret_of(args), insecure=args.insecure,
-                        straggler_timeout=args.straggler_timeout or None).start()
-    print(f"pcomm coordinator for run '{run}' listening on {coord.address}", flush=True)
+                        straggler_timeout=args.straggler_timeout or None, state_dir=args.state_dir,
+                        standby=args.standby, peer_of=args.peer_of, gather_window=args.gather_window).start()
+    print(f"pcomm coordinator for run '{run}' listening on {coord.address}", flush=True)  # tests read the last word
     next_lookup = [0.0]
 
     def find_relays(node) -> None:
@@ -121,9 +131,14 @@ def _coordinator(args: argparse.Namespace) -> int:
         except PcommError as e:
             print(f"relay lookup failed: {e}", file=sys.stderr, flush=True)
 
-    return _serve(coord, "coordinator", run, args,
-                  lambda: (f"epoch {coord.epoch}: {len(coord.peers)} peers ({', '.join(coord.peers) or 'none'}), "
-                           f"{coord.pending_peers} pending"), find_relays)
+    def status() -> str:
+        role = coord.role
+        if role != "serving":
+            return f"{role} (watching {args.peer_of})" if role == "standby" and args.peer_of else role
+        return (f"term {coord.term}, epoch {coord.epoch}: {len(coord.peers)} peers ({', '.join(coord.peers) or 'none'}), "
+                f"{coord.pending_peers} pending")
+
+    return _serve(coord, "coordinator", run, args, status, find_relays, may_announce=lambda: coord.role != "standby")
 
 
 def _relay(args: argparse.Namespace) -> int:
@@ -240,8 +255,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def status_text(s: dict, where: str) -> str:
     """`pcomm status` output for one StatusReply (as the binding returns it)."""
-    lines = [f"run '{s['run']}' (incarnation {s['run_id']}) at {where}, epoch {s['epoch']}: {len(s['peers'])} peers, "
-             f"{s['pending']} pending, {s['collectives_running']} collectives running",
+    role = "" if s["role"] == "serving" else f", {s['role']}"
+    lines = [f"run '{s['run']}' (incarnation {s['run_id']}, term {s['term']}{role}) at {where}, epoch {s['epoch']}: "
+             f"{len(s['peers'])} peers, {s['pending']} pending, {s['collectives_running']} collectives running",
              f"  {'rank':>4}  {'peer':12}  {'address':21}  {'step':>6}  {'ops':>6}  {'last op':>8}  {'sent/s':>9}  links"]
     for rank, p in enumerate(s["peers"]):
         step = "-" if p["step"] is None else str(p["step"])
@@ -285,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop peers that leave the others waiting in a collective call this long (default 10; 0: never)",
     )
     coord.add_argument("--run", default="default", help="run name peers must use (default 'default')")
+    coord.add_argument("--state-dir", metavar="DIR", help="keep the term and last ring here, so a restart never "
+                       "reuses a term and first gathers the ring's peers (docs/failover.md)")
+    coord.add_argument("--standby", action="store_true", help="serve nobody while the coordinator at --peer-of "
+                       "answers; take over when it is gone")
+    coord.add_argument("--peer-of", metavar="HOST:PORT", help="the other coordinator: the primary a --standby "
+                       "watches (a serving coordinator that watches one steps down to a newer term)")
+    coord.add_argument("--gather-window", type=float, default=2.0, metavar="SECONDS",
+                       help="how long a new term waits for the last ring's peers to re-register (default 2)")
     coord.add_argument("--relay", action="append", default=[], metavar="HOST:PORT",
                        help="a relay for peers that cannot connect otherwise (repeatable)")
     _add_secret_options(coord, "coordinator")

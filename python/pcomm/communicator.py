@@ -114,8 +114,9 @@ class Communicator:
     """A peer of a pcomm run.
 
     Args:
-        coordinator: the coordinator's ``"host:port"``; or None to find it by ``run``
-            through the discovery DHT (``bootstrap``).
+        coordinator: the coordinator's ``"host:port"``, or a list of them (the primary
+            first, then standbys: ``pcomm coordinator --standby``); or None to find it by
+            ``run`` through the discovery DHT (``bootstrap``).
         timeout: default deadline of every blocking call, in seconds.
         connections_per_peer: TCP connections in each data link pool (1 to 64).
         run: the run name; the coordinator refuses a peer of another run.
@@ -128,6 +129,11 @@ class Communicator:
         secret: the run secret (bytes or str, at least 16 bytes), the same as the
             coordinator's; default: the file named by ``PCOMM_SECRET_FILE``, else none.
             With it the coordinator link and every data link are TLS 1.3 (docs/security.md).
+        coordinator_grace: seconds to keep looking for a coordinator after this peer lost
+            its own (docs/failover.md): it keeps its peer id, links and state and tries
+            the same address, the other addresses, then the DHT (when found by ``run``).
+            A call in progress then raises ``AbortedError`` (input intact; call again);
+            ``CoordinatorLostError`` comes only when the grace ends. 0: fail at once.
     """
 
     def __init__(
@@ -140,9 +146,15 @@ class Communicator:
         data_listen: str = "0.0.0.0:0",
         bootstrap: list[str] | None = None,
         secret: bytes | str | None = None,
+        coordinator_grace: float | timedelta = 30.0,
     ) -> None:
         self.relays: tuple[str, ...] = ()
         key = _secret.resolve(secret)
+        zero = not isinstance(coordinator_grace, (bool, timedelta)) and coordinator_grace == 0
+        grace = 0.0 if zero else to_seconds(coordinator_grace, "coordinator_grace")
+        if grace is None or grace < 0:
+            raise InvalidArgumentError(f"coordinator_grace must be a number of seconds >= 0, got {coordinator_grace!r}")
+        find_coordinator = None
         if coordinator is not None and bootstrap:
             raise InvalidArgumentError("give coordinator='host:port' or bootstrap=[...] to find it by run name, not both")
         if coordinator is None:
@@ -152,15 +164,24 @@ class Communicator:
 
             found = find_run(run, bootstrap, default_timeout(timeout), secret=key)
             coordinator, self.relays = found.coordinator, found.relays
-        if not isinstance(coordinator, str):
-            raise InvalidArgumentError(f"coordinator must be a 'host:port' string, got {coordinator!r}")
+            boot = list(bootstrap)
+
+            def find_coordinator() -> str | None:  # the reconnect thread's last resort
+                return find_run(run, boot, 5.0, secret=key).coordinator
+
+        addresses = [coordinator] if isinstance(coordinator, str) else coordinator
+        if not isinstance(addresses, (list, tuple)) or not addresses or not all(isinstance(a, str) for a in addresses):
+            raise InvalidArgumentError(f"coordinator must be a 'host:port' string or a list of them, got {coordinator!r}")
         if isinstance(connections_per_peer, bool) or not isinstance(connections_per_peer, int):
             raise InvalidArgumentError(f"connections_per_peer must be an int, got {connections_per_peer!r}")
         if not 1 <= connections_per_peer <= 64:
             raise InvalidArgumentError(f"connections_per_peer must be between 1 and 64, got {connections_per_peer}")
         self.timeout = default_timeout(timeout)
         self._impl = _pcomm.Communicator(
-            coordinator=coordinator,
+            coordinator=addresses[0],
+            more_coordinators=list(addresses[1:]),
+            coordinator_grace=grace,
+            find_coordinator=find_coordinator,
             run=run,
             connections_per_peer=connections_per_peer,
             timeout=self.timeout,
@@ -168,7 +189,7 @@ class Communicator:
             secret=key or b"",
         )
         self.secure = key is not None
-        self.coordinator = coordinator
+        self.coordinators = tuple(addresses)
         self.run = run
 
     def _deadline(self, timeout: float | timedelta | None) -> float:
@@ -334,6 +355,17 @@ class Communicator:
         """This incarnation of the run, drawn by its coordinator ("" before connect). A run
         whose peers all stopped and started again under a new coordinator has a new one."""
         return self._impl.run_id
+
+    @property
+    def term(self) -> int:
+        """The coordinator term this peer follows (0 before connect). It grows each time a
+        coordinator takes over the run (a restart, a standby); peers refuse older terms."""
+        return self._impl.term
+
+    @property
+    def coordinator(self) -> str:
+        """The ``"host:port"`` of the coordinator this peer follows now (or last)."""
+        return self._impl.coordinator
 
     def set_step(self, step: int) -> None:
         """Tells the coordinator this peer's training step (``pcomm status`` shows it; the

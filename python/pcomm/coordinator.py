@@ -6,6 +6,7 @@ inside a training process or stand alone (``pcomm coordinator``).
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 from . import _pcomm, _secret
@@ -18,7 +19,9 @@ __all__ = ["Coordinator"]
 
 class Coordinator(NativeServer):
     """A pcomm coordinator. ``start()`` binds and serves (also as a context manager);
-    ``stop()`` closes every connection, and peers see ``CoordinatorLostError``.
+    ``stop()`` closes every connection; peers look for a coordinator for their
+    ``coordinator_grace`` (a restart on the same address, a standby) and raise
+    ``CoordinatorLostError`` when none takes them back.
 
     Args:
         listen: ``"host:port"`` to listen on; port 0 picks a free port (see ``address``).
@@ -37,6 +40,18 @@ class Coordinator(NativeServer):
             every one of those others that waits in no call of its own is dropped at once
             (a hung data loader, a stuck GPU) and the rest go on with the smaller world;
             the dropped peer gets ``PeerLostError`` saying why. ``None``: never.
+        state_dir: a directory where the coordinator keeps its term and last ring
+            (written atomically), so a restart never reuses a term and gathers the
+            ring's peers before it admits anyone (docs/failover.md). None: nothing kept.
+        standby: serve nobody while the coordinator at ``peer_of`` answers; take over
+            (a new term, formed from the peers that re-register) once it has been silent
+            for ``heartbeat_timeout``, or as soon as a majority of its ring comes here.
+        peer_of: the other coordinator's ``"host:port"``: the primary a standby
+            watches. A serving coordinator that watches one steps down when the other
+            serves a newer term, and fences an older one that comes back.
+        gather_window: seconds a new term waits for the last ring's peers to
+            re-register (at once when all are back; a majority after the window;
+            whoever came after 3 windows).
     """
 
     def __init__(
@@ -49,14 +64,25 @@ class Coordinator(NativeServer):
         secret: bytes | str | None = None,
         insecure: bool = False,
         straggler_timeout: float | timedelta | None = 10.0,
+        state_dir: str | None = None,
+        standby: bool = False,
+        peer_of: str | None = None,
+        gather_window: float | timedelta = 2.0,
     ) -> None:
         seconds = to_seconds(heartbeat_timeout, "heartbeat_timeout")
         straggler = 0.0 if straggler_timeout is None else to_seconds(straggler_timeout, "straggler_timeout")
         if isinstance(relays, str):
             raise InvalidArgumentError("relays must be a list of 'host:port' strings, not one string")
         key = _secret.resolve(secret)
+        window = to_seconds(gather_window, "gather_window")
+        if standby and not peer_of:
+            raise InvalidArgumentError("a standby coordinator needs peer_of='host:port' (the primary it watches)")
+        if state_dir is not None:
+            os.makedirs(state_dir, exist_ok=True)
         self._impl = _pcomm.Coordinator(listen=listen, run=run, heartbeat_timeout=seconds, relays=list(relays),
-                                        secret=key or b"", insecure=bool(insecure), straggler_timeout=straggler)
+                                        secret=key or b"", insecure=bool(insecure), straggler_timeout=straggler,
+                                        state_dir=state_dir or "", standby=bool(standby), peer_of=peer_of or "",
+                                        gather_window=window)
         self.secure = key is not None
         self.run = run
         self.heartbeat_timeout = seconds
@@ -80,6 +106,16 @@ class Coordinator(NativeServer):
         """This incarnation of the run: drawn when the coordinator is built, told to every
         peer (``comm.run_id``), so progress rows of an earlier incarnation can be told apart."""
         return self._impl.run_id
+
+    @property
+    def term(self) -> int:
+        """The term this coordinator serves (0 while it is a standby or gathers a new one)."""
+        return self._impl.snapshot()["term"]
+
+    @property
+    def role(self) -> str:
+        """"serving", "gathering" (peers of a lost coordinator re-register) or "standby"."""
+        return self._impl.snapshot()["role"]
 
     @property
     def peers(self) -> list[str]:

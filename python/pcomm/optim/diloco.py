@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..errors import InvalidArgumentError
-from ._outer import OuterState, all_reduce_mean, check_args, trainable
+from ..errors import AbortedError, InvalidArgumentError
+from ._outer import MAX_RETRIES, OuterState, all_reduce_mean, check_args, trainable
 
 log = logging.getLogger("pcomm.optim")
 kCheckpointFormat = "pcomm.diloco/1"
@@ -149,9 +149,18 @@ class DiLoCo(torch.optim.Optimizer):
         return info.world_size
 
     def _boundary(self) -> None:
-        """Admit newcomers, then make θ_global and the momentum identical everywhere."""
-        self.comm.update_topology()
-        self._sync_state()
+        """Admit newcomers, then make θ_global and the momentum identical everywhere.
+        A coordinator lost meanwhile aborts the calls (AbortedError, state intact): once
+        the peer is back with a coordinator, the whole boundary runs again."""
+        for attempt in range(MAX_RETRIES):
+            try:
+                self.comm.update_topology()
+                self._sync_state()
+                break
+            except AbortedError as e:
+                if attempt == MAX_RETRIES - 1:
+                    raise
+                log.warning("outer boundary %d interrupted, running it again: %s", self.outer_step, e)
         self.comm.set_step(self.outer_step)  # `pcomm status` shows it
         if self.progress is not None:
             try:
