@@ -466,8 +466,7 @@ void Communicator::on_coordinator_frame(uint16_t type, const uint8_t* payload, s
                              std::to_string(term_) + ")" + (w.peer_id != peer_id_ ? " and another peer id" : "");
             attempt_ = Attempt::kEnded;
             cv_.notify_all();
-            ++session_;
-            std::exchange(coord_, nullptr)->close("refused an older term");
+            drop_coordinator_link("refused an older term");
             return;
           }
           attempt_ = Attempt::kWelcomed;

@@ -133,6 +133,8 @@ class Communicator {
   // Loop thread: the coordinator link ended. An accepted peer starts reconnecting (within
   // coordinator_grace); a reconnect attempt moves on; anyone else fails.
   void lose_coordinator(const std::string& reason);
+  // Closes the coordinator connection (if any) without reacting to its end; loop thread.
+  void drop_coordinator_link(const char* why);
   // Installs a new coordinator connection (loop thread); `first` is its first frame.
   void install_coordinator(std::shared_ptr<net::Link> link, std::vector<uint8_t> first);
   // The reconnect thread: tries the addresses until one welcomes this peer back.

@@ -62,10 +62,14 @@ void Communicator::install_coordinator(std::shared_ptr<net::Link> link, std::vec
   if (heartbeat_timeout_ > Duration::zero()) loop_.run_after(Millis(25), [this, session] { heartbeat_tick(session); });
 }
 
-void Communicator::lose_coordinator(const std::string& reason) {
-  ++session_;  // the lost connection's timers stop
-  if (auto conn = std::exchange(coord_, nullptr)) conn->close("coordinator lost");
+void Communicator::drop_coordinator_link(const char* why) {
+  ++session_;  // its timers stop
+  if (auto conn = std::exchange(coord_, nullptr)) conn->close(why);
   welcomed_ = false;
+}
+
+void Communicator::lose_coordinator(const std::string& reason) {
+  drop_coordinator_link("coordinator lost");
   std::string where = coordinator();
   bool start = false;
   std::map<uint32_t, std::shared_ptr<CollectiveOp>> ops;
@@ -170,10 +174,7 @@ void Communicator::reconnect_loop() {
                             lost_reason_ + "); tried " + list + (last_error.empty() ? "" : "; last: " + last_error);
       lock.unlock();
       fail(ErrorKind::kCoordinatorLost, message);
-      loop_.post([this] {
-        ++session_;
-        if (auto conn = std::exchange(coord_, nullptr)) conn->close("gave up");
-      });
+      loop_.post([this] { drop_coordinator_link("gave up"); });
       return;
     }
     cv_.wait_for(lock, kRoundPause, [this] { return state_ != State::kReconnecting; });
@@ -226,10 +227,7 @@ bool Communicator::try_rejoin(const std::string& address, TimePoint until) {
   if (attempt_ != Attempt::kEnded) attempt_error_ = "no answer before the grace period ended";
   lock.unlock();
   loop_.post([this, address] {
-    if (coord_ && coordinator() == address && !welcomed_) {
-      ++session_;
-      std::exchange(coord_, nullptr)->close("attempt ended");
-    }
+    if (coordinator() == address && !welcomed_) drop_coordinator_link("attempt ended");
   });
   return false;
 }
