@@ -76,10 +76,20 @@ def test_a_timeout_names_the_peers_that_never_called():
             connect_all(active)
             herd = idle_herd(coord, active, 2)
             idle_ids = sorted(c.peer_id for c in herd)
-            for p in active:
-                p.send("all_reduce", dtype="float32", count=1024, index=0, timeout=2.5)
-            for r in [p.reply(30) for p in active]:
-                assert not r["ok"] and r["error"] == "TimeoutError", r
+            # The first peer's deadline passes: TimeoutError naming the idle peers. Its
+            # give-up aborts the op for the second (longer deadline), whose AbortedError
+            # names the peer that gave up and, through its account, the idle peers.
+            # (Equal deadlines would race: whichever fired first would abort the other.)
+            first, second = active
+            first_id = first.ok("info")["peer_id"]
+            first.send("all_reduce", dtype="float32", count=1024, index=0, timeout=2.5)
+            second.send("all_reduce", dtype="float32", count=1024, index=0, timeout=20)
+            timed_out, aborted = first.reply(30), second.reply(30)
+            assert not timed_out["ok"] and timed_out["error"] == "TimeoutError", timed_out
+            assert not aborted["ok"] and aborted["error"] == "AbortedError", aborted
+            assert aborted["elapsed"] < 5, aborted
+            assert f"peer {first_id} gave up on the all_reduce with tag 0" in aborted["message"], aborted
+            for r in (timed_out, aborted):
                 assert named(r["message"], "all_reduce with tag 0") == idle_ids, r["message"]
                 before, after = re.search(r"before=(\w+) after=(\w+)", r["message"]).groups()
                 assert before == after  # input intact
