@@ -70,7 +70,8 @@ def main() -> None:
     for case in ("restart", "standby"):
         times = [one(case, args.peers, args.heartbeat) for _ in range(args.repeat)]
         print(f"{case:8}  median {statistics.median(times):.2f} s  worst {max(times):.2f} s  "
-              f"(worst / (heartbeat + 1 s) = {max(times) / (args.heartbeat + 1):.2f})", flush=True)
+              f"(worst / (heartbeat + 1 s) = {max(times) / (args.heartbeat + 1):.2f}; "
+              f"runs: {', '.join(f'{t:.3f}' for t in times)})", flush=True)
 
 
 if __name__ == "__main__":
