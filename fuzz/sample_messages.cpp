@@ -87,7 +87,8 @@ std::vector<SampleMessage> sample_messages() {
                                               {"direct", "relayed"}}),
       listed("waiting", proto::Waiting{1, 3, 12, {"peer-b", "peer-c"}, 4}),
       listed("rejoin", proto::Rejoin{"default", "0123456789abcdef", "peer-a", 2, 17, {"peer-a", "peer-b"},
-                                     "198.18.0.1:40001", "198.18.0.1:40001", 0, {0, 9, 2, 31}, {2, 30}}),
+                                     "198.18.0.1:40001", "198.18.0.1:40001", 0, {0, 9, 2, 31}, {2, 30}, {4, 2, 7},
+                                     {2, 6}, 12, 0x5eed5eed5eed5eedull}),
   };
 }
 

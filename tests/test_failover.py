@@ -230,6 +230,70 @@ def test_a_peer_that_dies_while_the_coordinator_is_down_is_dropped(procs):
     assert [c.world_size for c in comms] == [N - 1] * (N - 1)
 
 
+@pytest.mark.parametrize("call", ["all_reduce", "sync_shared_state"])
+def test_a_commit_cut_short_by_the_coordinator_death_is_finished_by_the_next_term(procs, call):
+    """The coordinator tells only 2 of 4 peers that the op (or sync) committed, then is
+    SIGKILLed (a failpoint: no timing can hit this moment reliably). The 2 that heard it
+    report the commit when they re-register, so the restarted coordinator commits it for
+    the 2 that still await the decision: every peer returns, with the same result."""
+    address = free_address()
+    point = "coordinator.op_commit" if call == "all_reduce" else "coordinator.sync_commit"
+    first = CoordinatorProcess(HEARTBEAT, listen=address, env={"PCOMM_FAILPOINT": f"{point}:2"})
+    procs.append(first)
+    comms = peers(procs, address, N)
+    join(comms, N)
+    ids, term = [c.peer_id for c in comms], comms[0].term
+    n = 1 << 18
+    truth = np.arange(n, dtype=np.float32) * 0.5
+    if call == "all_reduce":
+        data = [np.full(n, float(i + 1), dtype=np.float32) for i in range(N)]
+        run = [lambda c=c, x=x: c.all_reduce(x, timeout=30) for c, x in zip(comms, data)]
+    else:  # peer 0's content is authoritative; the others fetch it
+        data = [truth.copy() if i == 0 else np.zeros(n, dtype=np.float32) for i in range(N)]
+        states = [pcomm.SharedState({"w": x}, revision=7 if i == 0 else 0) for i, x in enumerate(data)]
+        run = [lambda c=c, s=s, i=i: c.sync_shared_state(s, strategy="send_only" if i == 0 else "enforce_popular",
+                                                         timeout=30)
+               for i, (c, s) in enumerate(zip(comms, states))]
+    results, errors = [None] * N, []
+
+    def one(i):
+        try:
+            results[i] = run[i]()
+        except Exception as e:  # reported below
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
+    for t in threads:
+        t.start()
+    first.proc.wait(timeout=30)
+    assert first.proc.returncode == -9 and "failpoint: dying after the commit" in first.stderr(), first.stderr()
+    procs.append(CoordinatorProcess(HEARTBEAT, listen=address))
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    if call == "all_reduce":
+        assert all(np.array_equal(x, np.full(n, 10.0, dtype=np.float32)) for x in data)
+        assert [r.world_size for r in results] == [N] * N
+    else:
+        assert all(np.array_equal(x, truth) for x in data)
+        assert {(r.revision, r.content_hash) for r in results} == {(7, results[0].content_hash)}
+        assert all(s.revision == 7 for s in states)
+    assert [c.peer_id for c in comms] == ids and {c.term for c in comms} == {term + 1}
+    sums = [None] * N  # and the run goes on
+
+    def next_op(i):
+        y = np.full(16, float(i), dtype=np.float32)
+        comms[i].all_reduce(y, timeout=30)
+        sums[i] = float(y[0])
+
+    threads = [threading.Thread(target=next_op, args=(i,)) for i in range(N)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+    assert sums == [6.0] * N
+
+
 @pytest.mark.parametrize("variant", ["sync", "streaming"])
 def test_diloco_trains_across_a_coordinator_restart(procs, variant):
     from test_diloco import DiLoCoPeer, assert_agree

@@ -8,12 +8,14 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <set>
 
 #include "coord/state_file.h"
 #include "core/dtype.h"
 #include "core/errors.h"
+#include "core/failpoint.h"
 #include "net/address.h"
 #include "net/tcp_link.h"
 #include "net/tls_link.h"
@@ -490,12 +492,19 @@ void Coordinator::send_link_keys(const std::string& peer, const proto::Topology&
 }
 
 void Coordinator::send_to_peer(const std::string& peer, std::vector<uint8_t> frame) {
+  if (dying_) return;
   auto it = conn_of_peer_.find(peer);
   if (it == conn_of_peer_.end()) return;
   auto conn = conns_.find(it->second);
   if (conn == conns_.end()) return;
   conn->second.link->send(std::move(frame));
   conn->second.last_sent = Clock::now();
+}
+
+void Coordinator::die_after_last_send(const std::string& what) {
+  log_.warn("failpoint: dying after ", what, " (PCOMM_FAILPOINT)");
+  dying_ = true;
+  loop_.run_after(Millis(300), [] { std::raise(SIGKILL); });  // once the bytes have left
 }
 
 View Coordinator::view() const {
@@ -570,6 +579,9 @@ void Coordinator::execute(const Actions& actions) {
       case Action::Kind::kCollResult:
         send_to_peer(a.peer, proto::frame_of(proto::MsgType::kCollResult,
                                              proto::CollOutcome{a.tag, a.seq, a.op_id, a.outcome, a.reason}.encode()));
+        if (a.outcome == proto::Outcome::kCommit && core::failpoint("coordinator.op_commit")) {
+          die_after_last_send("the commit of op " + std::to_string(a.op_id) + " to peer " + a.peer);
+        }
         break;
       case Action::Kind::kStatePlan:
         send_to_peer(a.peer, proto::frame_of(proto::StateMsg::kStatePlan, a.state_plan.encode()));
@@ -577,6 +589,9 @@ void Coordinator::execute(const Actions& actions) {
       case Action::Kind::kStateResult:
         send_to_peer(a.peer, proto::frame_of(proto::StateMsg::kStateResult,
                                              proto::StateOutcome{a.seq, a.op_id, a.outcome, a.reason}.encode()));
+        if (a.outcome == proto::Outcome::kCommit && core::failpoint("coordinator.sync_commit")) {
+          die_after_last_send("the commit of sync " + std::to_string(a.op_id) + " to peer " + a.peer);
+        }
         break;
       case Action::Kind::kRelink:
         log_.info("relinking the ring after an aborted collective");

@@ -151,6 +151,9 @@ class Coordinator {
   void execute(const Actions& actions);
   View view() const;
   void send_to_peer(const std::string& peer, std::vector<uint8_t> frame);
+  // Failpoints coordinator.op_commit / coordinator.sync_commit (core/failpoint.h): the
+  // commit just sent is the last message a peer gets; SIGKILL once it has left.
+  void die_after_last_send(const std::string& what);
   void tick();
   // Failover (coordinator_terms.cpp).
   void on_rejoin(uint64_t conn_id, const proto::Rejoin& rejoin);
@@ -158,6 +161,7 @@ class Coordinator {
   void form_term(const TermDecision& decision, TimePoint now);
   // Pending all-reduces of the re-registered peers: committed if anyone saw the commit.
   void resolve_pending_ops();
+  void log_shared_state() const;
   void on_status_request(uint64_t conn_id, const proto::StatusRequest& request);
   // A hello while no term serves: held until one does (refused by a standby).
   void defer_hello(uint64_t conn_id, const proto::Hello& hello);
@@ -186,6 +190,7 @@ class Coordinator {
   CoordinatorOptions options_;
   Logger log_;
   net::EventLoop loop_;
+  bool dying_ = false;  // a failpoint fired: send nothing more (loop thread)
   net::Socket listener_;
   net::Socket probe_listener_;
   uint16_t probe_port_ = 0;

@@ -129,7 +129,8 @@ void Coordinator::on_rejoin(uint64_t conn_id, const proto::Rejoin& rejoin) {
   conn.rejoining = peer;
   gathered_[peer] = Gathered{conn_id, rejoin};
   log_.info("peer ", peer, " re-registered (term ", rejoin.term, ", epoch ", rejoin.epoch, ", ring of ",
-            rejoin.ring.size(), ", ", rejoin.pending.size() / 4, " op(s) awaiting a decision)");
+            rejoin.ring.size(), ", ", rejoin.pending.size() / 4, " op(s)",
+            rejoin.state_pending.empty() ? "" : " and a sync", " awaiting a decision)");
   publish_snapshot();
   try_form_term(now);
 }
@@ -188,11 +189,18 @@ void Coordinator::form_term(const TermDecision& decision, TimePoint now) {
 }
 
 void Coordinator::resolve_pending_ops() {
-  std::set<std::pair<uint64_t, uint64_t>> committed;
+  // An op or a sync commits on a peer only after every participant reported success, so
+  // when anyone saw it committed, everyone else awaits its decision: commit it for them.
+  // When nobody did, nobody committed it: abort it everywhere (the callers retry).
+  auto pairs = [](const std::vector<uint64_t>& flat) {
+    std::set<std::pair<uint64_t, uint64_t>> out;
+    for (size_t i = 0; i + 1 < flat.size(); i += 2) out.insert({flat[i], flat[i + 1]});
+    return out;
+  };
+  std::set<std::pair<uint64_t, uint64_t>> committed, synced;
   for (const auto& [peer, g] : gathered_) {
-    for (size_t i = 0; i + 1 < g.rejoin.committed.size(); i += 2) {
-      committed.insert({g.rejoin.committed[i], g.rejoin.committed[i + 1]});
-    }
+    committed.merge(pairs(g.rejoin.committed));
+    synced.merge(pairs(g.rejoin.state_committed));
   }
   for (const auto& [peer, g] : gathered_) {
     const auto& q = g.rejoin.pending;
@@ -206,7 +214,50 @@ void Coordinator::resolve_pending_ops() {
                 commit ? "committed" : "aborted", " by the new term");
       send_to_peer(peer, proto::frame_of(proto::MsgType::kCollResult, outcome.encode()));
     }
+    const auto& s = g.rejoin.state_pending;
+    if (s.size() == 3) {
+      bool commit = synced.count({s[1], s[2]}) != 0;
+      proto::StateOutcome outcome{s[0], s[2], commit ? proto::Outcome::kCommit : proto::Outcome::kAborted,
+                                  commit ? "" : "the coordinator was lost before this shared-state sync was decided "
+                                                "(no peer saw it committed): retry it"};
+      log_.info("sync ", s[2], " of term ", s[1], " of peer ", peer, ": ", commit ? "committed" : "aborted",
+                " by the new term");
+      send_to_peer(peer, proto::frame_of(proto::StateMsg::kStateResult, outcome.encode()));
+    }
   }
+  log_shared_state();
+}
+
+void Coordinator::log_shared_state() const {
+  // What the peers hold after the decisions above (a committed pending sync moves its
+  // peer to that sync's revision, which the peers that saw the commit report).
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<std::string>> holders;
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<uint64_t, uint64_t>> content_of;  // (term, sync) -> content
+  for (const auto& [peer, g] : gathered_) {
+    if (!g.rejoin.state_committed.empty() && g.rejoin.state_pending.empty()) {
+      const auto& c = g.rejoin.state_committed;
+      content_of[{c[c.size() - 2], c.back()}] = {g.rejoin.state_revision, g.rejoin.state_hash};
+    }
+  }
+  for (const auto& [peer, g] : gathered_) {
+    std::pair<uint64_t, uint64_t> content{g.rejoin.state_revision, g.rejoin.state_hash};
+    const auto& s = g.rejoin.state_pending;
+    if (s.size() == 3 && content_of.count({s[1], s[2]})) content = content_of.at({s[1], s[2]});
+    holders[content].push_back(peer);
+  }
+  if (holders.size() <= 1) {
+    if (!holders.empty() && holders.begin()->first.first) {
+      log_.info("shared state: revision ", holders.begin()->first.first, " on all ", gathered_.size(), " peer(s)");
+    }
+    return;
+  }
+  std::string text;
+  for (const auto& [content, peers] : holders) {
+    std::string ids;
+    for (const auto& id : peers) ids += (ids.empty() ? "" : ", ") + id;
+    text += (text.empty() ? "" : "; ") + std::string("revision ") + std::to_string(content.first) + " on " + ids;
+  }
+  log_.info("shared state differs among the re-registered peers (the next sync_shared_state settles it): ", text);
 }
 
 void Coordinator::serve_fresh(const std::string& why) {

@@ -37,7 +37,7 @@ class RelayRegistry {
   // secret: the run's (empty: none); with it registrations go over TLS keyed by it, and
   // only relays holding the same secret accept them.
   RelayRegistry(net::EventLoop& loop, const Logger& log, std::string secret)
-      : loop_(loop), log_(log), secret_(std::move(secret)) {}
+      : secret_(std::move(secret)), loop_(loop), log_(log) {}
   void add(const std::string& address);  // known already: no-op
   // Registers the tokens for the pair at the first relay that confirms (live relays
   // first, in order), then calls done.

@@ -169,6 +169,8 @@ void Communicator::connect_once(const Deadline& deadline, Duration timeout, size
     term_ = 0;
     coordinator_address_ = address;
     committed_.clear();
+    state_committed_.clear();
+    state_revision_ = state_hash_ = 0;
     activity_ = Activity{};
     data_address_ = advertised;
     epoch_ = ready_epoch_ = 0;

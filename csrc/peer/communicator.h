@@ -52,6 +52,10 @@
 
 namespace pcomm::peer {
 
+// Commits remembered for a coordinator that replaces a lost one (Rejoin.committed and
+// Rejoin.state_committed; at most proto::kMaxRejoinOps).
+inline constexpr size_t kCommitsKept = 32;
+
 struct CommunicatorOptions {
   std::string coordinator;  // "host:port"
   // Failover (communicator_failover.cpp): more coordinators to try ("host:port", e.g. a
@@ -233,6 +237,9 @@ class Communicator {
   Attempt attempt_ = Attempt::kNone;
   std::string attempt_error_;
   std::deque<std::pair<uint64_t, uint64_t>> committed_;  // (term, op id) of the last commits
+  std::deque<std::pair<uint64_t, uint64_t>> state_committed_;  // (term, sync id) of the last synced
+  uint64_t state_revision_ = 0;  // of the last committed sync
+  uint64_t state_hash_ = 0;
   std::thread reconnect_thread_;
   Activity activity_;
   std::string data_address_;

@@ -6,11 +6,6 @@
 
 namespace pcomm::peer {
 
-namespace {
-// Commits remembered for a coordinator that replaces a lost one (Rejoin.committed).
-constexpr size_t kCommitsKept = 32;
-}  // namespace
-
 std::shared_ptr<CollectiveOp> Communicator::all_reduce(const AllReduceRequest& request) {
   std::shared_ptr<CollectiveOp> op;
   {

@@ -4,9 +4,10 @@
 // address first (a restarted coordinator), then the other addresses it was given, then
 // the run's newest record in the DHT. To each it sends Rejoin; a coordinator of the run
 // answers with a Welcome of a new term (coord/coordinator_terms.cpp). Meanwhile:
-//  - calls in progress end with AbortedError (input intact), except all-reduces that
-//    finished their ring and await the decision: the new term decides them (commit if
-//    any peer saw the commit), so every peer still agrees on every outcome;
+//  - calls in progress end with AbortedError (input intact), except all-reduces and
+//    shared-state syncs that finished their part and await the decision: the new term
+//    decides them (commit if any peer saw the commit), so every peer still agrees on
+//    every outcome;
 //  - new calls wait, within their own deadline, until the peer is active again;
 //  - a Welcome of a term older than the one this peer follows is refused (fencing).
 // CoordinatorLostError is raised only when the grace period ends without a coordinator.
@@ -108,7 +109,7 @@ void Communicator::lose_coordinator(const std::string& reason) {
   for (auto& [tag, op] : ops) {
     if (!op->awaiting_decision()) op->decide(ErrorKind::kAborted, "all_reduce aborted: " + message);
   }
-  if (session) session->fail(ErrorKind::kAborted, "sync_shared_state aborted: " + message);
+  if (session && !session->awaiting_decision()) session->fail(ErrorKind::kAborted, "sync_shared_state aborted: " + message);
   if (reconnect_thread_.joinable()) reconnect_thread_.join();  // the last one ended as the peer became active
   reconnect_thread_ = std::thread([this] { reconnect_loop(); });
 }
@@ -129,6 +130,12 @@ proto::Rejoin Communicator::rejoin_message() const {
     r.pending.insert(r.pending.end(), {tag, op->request().call, term_, op->op_id()});
   }
   for (const auto& [term, op_id] : committed_) r.committed.insert(r.committed.end(), {term, op_id});
+  if (state_session_ && state_session_->awaiting_decision()) {
+    r.state_pending = {state_session_->call(), term_, state_session_->sync_id()};
+  }
+  for (const auto& [term, sync_id] : state_committed_) r.state_committed.insert(r.state_committed.end(), {term, sync_id});
+  r.state_revision = state_revision_;
+  r.state_hash = state_hash_;
   return r;
 }
 

@@ -75,6 +75,7 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
         throw ProtocolError("tensor '" + tensors[i].name + "' arrived with the wrong hash");
       }
     }
+    session->note_reported();  // before the report: a lost coordinator must not abort it after
     send_state_report(vote.call, plan.sync_id, proto::Outcome::kCommit, "");
     reported = true;
     // Having reported success, follow the coordinator's decision (as all_reduce does).
@@ -97,6 +98,9 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
   result.revision = plan.revision;
   result.content_hash = state::hash_combine(0, plan.revision);
   for (uint64_t h : plan.hashes) result.content_hash = state::hash_combine(result.content_hash, h);
+  std::lock_guard<std::mutex> lock(mutex_);
+  state_revision_ = result.revision;
+  state_hash_ = result.content_hash;
   return result;
 }
 
@@ -122,8 +126,13 @@ void Communicator::on_state_result(const proto::StateOutcome& result) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     session = state_session_;
+    if (!session || session->call() != result.call) return;
+    if (result.outcome == proto::Outcome::kCommit) {  // remembered for a coordinator that replaces this one
+      state_committed_.emplace_back(term_, result.sync_id);
+      if (state_committed_.size() > kCommitsKept) state_committed_.pop_front();
+    }
   }
-  if (session && session->call() == result.call) session->set_result(result);
+  session->set_result(result);
 }
 
 void Communicator::route_fetch_hello(const proto::FetchHello& hello,

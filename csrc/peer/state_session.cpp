@@ -48,6 +48,16 @@ void StateSession::fail(ErrorKind kind, const std::string& message) {
   cv_.notify_all();
 }
 
+void StateSession::note_reported() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reported_ = true;
+}
+
+bool StateSession::awaiting_decision() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return reported_ && !result_ && !failure_;
+}
+
 uint64_t StateSession::sync_id() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return plan_ ? plan_->sync_id : 0;

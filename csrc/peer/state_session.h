@@ -39,6 +39,10 @@ class StateSession {
   proto::StatePlan wait_plan(TimePoint deadline);
   // Returns normally on commit.
   void wait_result(TimePoint deadline);
+  // This peer reported success: from now on only the coordinator's decision ends the
+  // call, and a coordinator that replaces a lost one makes it (communicator_failover.cpp).
+  void note_reported();
+  bool awaiting_decision() const;
   void stop_serving() { server_.stop(); }
   uint64_t bytes_served() const { return server_.bytes_sent(); }
   uint64_t sync_id() const;
@@ -58,6 +62,7 @@ class StateSession {
   std::optional<proto::StatePlan> plan_;
   std::optional<proto::StateOutcome> result_;
   std::optional<std::pair<ErrorKind, std::string>> failure_;
+  bool reported_ = false;
 };
 
 }  // namespace pcomm::peer

@@ -34,15 +34,28 @@ struct Rejoin {
   // the rest, so every peer still agrees on every outcome.
   std::vector<uint64_t> pending;
   std::vector<uint64_t> committed;
+  // The same for sync_shared_state: the (call, term, sync id) of a sync this peer
+  // reported success for and awaits the decision of (empty when none), and the
+  // (term, sync id) pairs of its last committed syncs.
+  std::vector<uint64_t> state_pending;
+  std::vector<uint64_t> state_committed;
+  // The revision and content hash (SyncResult.content_hash) of its last committed
+  // sync; 0 and 0 before the first. The coordinator logs whether the peers agree.
+  uint64_t state_revision = 0;
+  uint64_t state_hash = 0;
   template <typename V> void fields(V& v) {
     v(run); v(run_id); v(peer_id); v(term); v(epoch); v(ring); v(data_address); v(observed_address); v(nat);
-    v(pending); v(committed);
+    v(pending); v(committed); v(state_pending); v(state_committed); v(state_revision); v(state_hash);
   }
   void validate() const {
     if (peer_id.empty()) throw ProtocolError("Rejoin needs the peer's id");
     if (pending.size() % 4 || pending.size() / 4 > kMaxRejoinOps) throw ProtocolError("Rejoin.pending is malformed");
     if (committed.size() % 2 || committed.size() / 2 > kMaxRejoinOps) {
       throw ProtocolError("Rejoin.committed is malformed");
+    }
+    if (state_pending.size() != 0 && state_pending.size() != 3) throw ProtocolError("Rejoin.state_pending is malformed");
+    if (state_committed.size() % 2 || state_committed.size() / 2 > kMaxRejoinOps) {
+      throw ProtocolError("Rejoin.state_committed is malformed");
     }
   }
 };
