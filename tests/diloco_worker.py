@@ -89,11 +89,13 @@ def main():
     if cfg.get("save"):
         np.savez(cfg["save"], *[g.numpy() for g in opt.outer.globals])
     print(json.dumps({"done": True, "bytes_sent": opt.bytes_sent}), flush=True)
-    comm.close()
     if board is not None:
-        sys.stdin.readline()  # keep serving the store until the test has read it
+        # Keep serving the store until the test has read it, and stay in the ring so
+        # the last progress row (published by whoever is rank 0) still shows all peers.
+        sys.stdin.readline()
         board.store.close()
         node.close()
+    comm.close()
 
 
 if __name__ == "__main__":

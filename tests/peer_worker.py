@@ -22,6 +22,7 @@ def info(comm):
         "rank": comm.rank,
         "epoch": comm.epoch,
         "peer_id": comm.peer_id,
+        "term": comm.term,
         "peers": comm.peers,
         "pending_peers": comm.pending_peers,
         "data_address": comm.data_address,

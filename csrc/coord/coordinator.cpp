@@ -155,6 +155,10 @@ void Coordinator::stop() {
   watch_cv_.notify_all();
   if (watcher_.joinable()) watcher_.join();
   loop_.post([this] {
+    // Accept nobody from now on: a peer told of the shutdown tries this address again
+    // first, and must not re-register with a coordinator that is going away.
+    loop_.remove_fd(listener_.fd());
+    listener_.close();
     // Closing a connection erases it from conns_: iterate over a copy.
     std::vector<std::shared_ptr<net::FramedConnection>> links;
     for (auto& [id, conn] : conns_) links.push_back(conn.link);

@@ -215,12 +215,18 @@ class Communicator:
             raise InvalidArgumentError(f"n must be a positive int, got {n!r}")
         limit = self._deadline(timeout)
         end = time.monotonic() + limit
+        def timed_out() -> TimeoutError:
+            return TimeoutError(f"wait_for_peers({n}): {self.world_size} peer(s) in the ring and "
+                                f"{self.pending_peers} pending after {limit:g} s")
+
         while self.world_size < n:
             left = end - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"wait_for_peers({n}): {self.world_size} peer(s) in the ring and "
-                                   f"{self.pending_peers} pending after {limit:g} s")
-            self.update_topology(timeout=left)
+                raise timed_out()
+            try:
+                self.update_topology(timeout=left)
+            except TimeoutError as e:  # the barrier ran into our deadline: say what we waited for
+                raise timed_out() from e
             if self.world_size < n:
                 time.sleep(min(0.02, max(0.0, end - time.monotonic())))  # nobody new yet
         return self.world_size
