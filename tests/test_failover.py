@@ -141,7 +141,7 @@ def test_coordinator_killed_mid_op_and_restarted_on_the_same_address(procs):
     loop.check(all_four)
     assert [c.peer_id for c in comms] == ids  # no peer connected again
     assert [c.world_size for c in comms] == [N] * N
-    assert {c.term for c in comms} == {term + 1}
+    assert len({c.term for c in comms}) == 1 and comms[0].term > term
     assert sum(loop.aborted) >= 1, "the kill should have aborted an op in flight"
 
 
@@ -278,7 +278,7 @@ def test_a_commit_cut_short_by_the_coordinator_death_is_finished_by_the_next_ter
         assert all(np.array_equal(x, truth) for x in data)
         assert {(r.revision, r.content_hash) for r in results} == {(7, results[0].content_hash)}
         assert all(s.revision == 7 for s in states)
-    assert [c.peer_id for c in comms] == ids and {c.term for c in comms} == {term + 1}
+    assert [c.peer_id for c in comms] == ids and len({c.term for c in comms}) == 1 and comms[0].term > term
     sums = [None] * N  # and the run goes on
 
     def next_op(i):

@@ -53,11 +53,14 @@ def test_a_restart_with_a_state_dir_never_reuses_a_term(tmp_path):
     for _ in range(3):
         with pcomm.Coordinator(state_dir=str(tmp_path)) as coord:
             terms.append((coord.term, coord.role, coord.run_id))
-    assert [t for t, _, _ in terms] == [1, 2, 3]
+    # A new run starts at term 1; each restart takes the next term (next_term: the
+    # count in the high bits goes up by one, the low bits are random).
+    assert terms[0][0] == 1 and [t >> 16 for t, _, _ in terms] == [0, 1, 2]
+    assert terms[0][0] < terms[1][0] < terms[2][0]
     assert all(role == "serving" for _, role, _ in terms)
     assert len({r for _, _, r in terms}) == 1  # the same incarnation goes on
     text = (tmp_path / "coordinator.state").read_text()
-    assert text.startswith("pcomm coordinator state 1\n") and "term 3\n" in text
+    assert text.startswith("pcomm coordinator state 1\n") and f"term {terms[2][0]}\n" in text
 
 
 def test_a_state_file_of_another_run_or_garbage_is_refused(tmp_path):
@@ -79,3 +82,16 @@ def test_failover_arguments_are_checked():
         pcomm.Communicator([])
     standby = pcomm.Coordinator(standby=True, peer_of="127.0.0.1:1")
     assert (standby.term, standby.role) == (0, "standby")
+
+
+def test_term_numbers_grow_and_differ_in_their_random_low_bits():
+    tie = 1 << 16
+    assert _pcomm._next_term(0, 0) == tie + 1  # never a 0 tie: that is the "no term" value's
+    first = _pcomm._next_term(0, 12345)
+    assert first == tie + 12345 % (tie - 1) + 1
+    # Two coordinators forming a term from the same knowledge get different numbers
+    # (unless their random draws match), both above every term known.
+    a, b = _pcomm._next_term(first, 7), _pcomm._next_term(first, 8)
+    assert a != b and min(a, b) > first and a >> 16 == b >> 16 == 2
+    assert _pcomm._next_term(max(a, b), 0) > max(a, b)
+    assert _pcomm._next_term(2**63, 2**64 - 1) > 2**63

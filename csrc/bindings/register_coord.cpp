@@ -302,6 +302,7 @@ void register_coord(py::module_& m) {
     auto d = coord::decide_term(v, at_seconds(since), at_seconds(now), seconds_to_duration(window));
     return py::make_tuple(d.form, d.ring, d.epoch, d.reason);
   });
+  m.def("_next_term", [](uint64_t highest_known, uint64_t random) { return coord::next_term(highest_known, random); });
 }
 
 }  // namespace pcomm::bindings

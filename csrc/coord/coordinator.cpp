@@ -99,7 +99,7 @@ Coordinator::Coordinator(CoordinatorOptions options)
     role_ = Role::kGathering;
   } else {
     role_ = Role::kServing;
-    term_ = ++known_term_;
+    term_ = known_term_ = known_term_ ? next_term(known_term_, rng_()) : 1;  // a new run starts at 1
   }
   snapshot_.term = term_;
   snapshot_.role = role_name(role_);
@@ -272,6 +272,7 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
   }
   const std::string peer = conn.peer_id;
   membership_.on_heard(peer, now);
+  unconfirmed_.erase(peer);  // it heard its term
   switch (msg_type) {
     case MsgType::kHeartbeat:
       proto::Heartbeat::decode(payload, size);
@@ -468,6 +469,13 @@ void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
   }
   conn_of_peer_.erase(peer);
   reports_.forget(peer);
+  if (unconfirmed_.count(peer) && membership_.knows(peer)) {
+    // Its Welcome of the new term went out as it gave up on this connection (the term
+    // formed from a frozen coordinator's backlog): keep its place until the heartbeat
+    // timeout, for it to re-register (coordinator_terms.cpp, on_rejoin).
+    log_.info("peer ", peer, " closed its connection before it heard term ", term_, ": keeping its place");
+    return;
+  }
   if (membership_.knows(peer)) {
     log_.info("peer ", peer, " lost: ", reason);
     apply(membership_.on_lost(peer, Clock::now()));

@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <condition_variable>
 #include <thread>
 #include <string>
@@ -161,6 +162,8 @@ class Coordinator {
   void form_term(const TermDecision& decision, TimePoint now);
   // Pending all-reduces of the re-registered peers: committed if anyone saw the commit.
   void resolve_pending_ops();
+  void resolve_pending_of(const std::string& peer, const proto::Rejoin& rejoin);
+  void send_term_welcome(Conn& conn, const std::string& peer);
   void log_shared_state() const;
   void on_status_request(uint64_t conn_id, const proto::StatusRequest& request);
   // A hello while no term serves: held until one does (refused by a standby).
@@ -226,7 +229,12 @@ class Coordinator {
   std::string watched_;      // the coordinator watched (peer_of, or the one this stepped down to); watch_mutex_
   TimePoint watched_ok_;     // its last answer
   std::map<std::string, Gathered> gathered_;  // peer id -> its re-registration
-  TimePoint gather_since_;
+  TimePoint gather_since_;  // gathering began (3 windows with nobody: serve an empty ring)
+  TimePoint first_rejoin_;
+  // Members of the term just formed that have not sent anything since (their Welcome may
+  // have gone to a connection they gave up on), and what that formation saw committed.
+  std::set<std::string> unconfirmed_;
+  std::set<std::pair<uint64_t, uint64_t>> formation_commits_, formation_syncs_;  // the first Rejoin gathered now (the window of decide_term)
   std::vector<std::pair<uint64_t, proto::Hello>> deferred_hellos_;  // hellos that wait for the term
   std::map<std::string, TimePoint> lost_claims_;  // standby: peers of the primary that came to us
   std::vector<std::string> watched_ring_;         // standby: the primary's ring, from its status

@@ -99,6 +99,18 @@ void Coordinator::on_rejoin(uint64_t conn_id, const proto::Rejoin& rejoin) {
         gather_since_ = now;
         break;
       }
+      if (unconfirmed_.count(peer) && membership_.knows(peer) && !conn_of_peer_.count(peer)) {
+        // In the ring of this term, but it gave up on the connection its Welcome went to.
+        log_.warn("peer ", peer, " re-registered before it heard term ", term_, ": taken back");
+        conn.peer_id = peer;
+        conn.last_sent = now;
+        conn_of_peer_[peer] = conn_id;
+        membership_.on_heard(peer, now);
+        send_term_welcome(conn, peer);
+        resolve_pending_of(peer, rejoin);
+        apply(membership_.relink());  // its topology went to the closed connection
+        return;
+      }
       bool mates_here = membership_.knows(peer);
       for (const auto& id : rejoin.ring) mates_here = mates_here || membership_.knows(id);
       if (mates_here) {
@@ -127,12 +139,16 @@ void Coordinator::on_rejoin(uint64_t conn_id, const proto::Rejoin& rejoin) {
     }
   }
   conn.rejoining = peer;
+  if (gathered_.empty()) first_rejoin_ = now;  // the gathering window runs from here (terms.h)
   gathered_[peer] = Gathered{conn_id, rejoin};
   log_.info("peer ", peer, " re-registered (term ", rejoin.term, ", epoch ", rejoin.epoch, ", ring of ",
             rejoin.ring.size(), ", ", rejoin.pending.size() / 4, " op(s)",
             rejoin.state_pending.empty() ? "" : " and a sync", " awaiting a decision)");
   publish_snapshot();
-  try_form_term(now);
+  // Decided once this round of socket events is handled: a Rejoin read from the backlog
+  // of a coordinator that was frozen may come with its connection's end (the peer gave
+  // up on it long ago), which removes it from gathered_ first.
+  loop_.post([this] { try_form_term(Clock::now()); });
 }
 
 void Coordinator::try_form_term(TimePoint now) {
@@ -143,7 +159,7 @@ void Coordinator::try_form_term(TimePoint now) {
   }
   std::vector<Registration> registered;
   for (const auto& [peer, g] : gathered_) registered.push_back({peer, g.rejoin.term, g.rejoin.epoch, g.rejoin.ring});
-  auto decision = decide_term(registered, gather_since_, now, options_.gather_window);
+  auto decision = decide_term(registered, first_rejoin_, now, options_.gather_window);
   if (decision.form) form_term(decision, now);
 }
 
@@ -155,7 +171,7 @@ void Coordinator::form_term(const TermDecision& decision, TimePoint now) {
       newest = &g;
     }
   }
-  term_ = ++known_term_;
+  term_ = known_term_ = next_term(known_term_, rng_());
   if (!newest->rejoin.run_id.empty()) run_id_ = newest->rejoin.run_id;  // the same incarnation goes on
   role_ = Role::kServing;
   std::vector<proto::RingMember> members;
@@ -167,15 +183,9 @@ void Coordinator::form_term(const TermDecision& decision, TimePoint now) {
     c.last_sent = now;
     conn_of_peer_[id] = g.conn_id;
     members.push_back({id, g.rejoin.data_address, g.rejoin.observed_address, g.rejoin.nat});
-    proto::Welcome w;
-    w.peer_id = id;
-    w.accepted = true;
-    w.heartbeat_timeout_ms = static_cast<uint32_t>(to_millis(options_.heartbeat_timeout));
-    w.observed_address = c.link->remote();
-    w.run_id = run_id_;
-    w.term = term_;
-    c.link->send(proto::frame_of(w));
+    send_term_welcome(c, id);
   }
+  unconfirmed_ = std::set<std::string>(decision.ring.begin(), decision.ring.end());
   std::string ids;
   for (const auto& id : decision.ring) ids += (ids.empty() ? "" : ", ") + id;
   log_.warn("term ", term_, " formed (", decision.reason, "): ring of ", decision.ring.size(), ": ", ids);
@@ -188,6 +198,17 @@ void Coordinator::form_term(const TermDecision& decision, TimePoint now) {
   publish_snapshot();
 }
 
+void Coordinator::send_term_welcome(Conn& conn, const std::string& peer) {
+  proto::Welcome w;
+  w.peer_id = peer;
+  w.accepted = true;
+  w.heartbeat_timeout_ms = static_cast<uint32_t>(to_millis(options_.heartbeat_timeout));
+  w.observed_address = conn.link->remote();
+  w.run_id = run_id_;
+  w.term = term_;
+  conn.link->send(proto::frame_of(w));
+}
+
 void Coordinator::resolve_pending_ops() {
   // An op or a sync commits on a peer only after every participant reported success, so
   // when anyone saw it committed, everyone else awaits its decision: commit it for them.
@@ -197,35 +218,38 @@ void Coordinator::resolve_pending_ops() {
     for (size_t i = 0; i + 1 < flat.size(); i += 2) out.insert({flat[i], flat[i + 1]});
     return out;
   };
-  std::set<std::pair<uint64_t, uint64_t>> committed, synced;
+  formation_commits_.clear();
+  formation_syncs_.clear();
   for (const auto& [peer, g] : gathered_) {
-    committed.merge(pairs(g.rejoin.committed));
-    synced.merge(pairs(g.rejoin.state_committed));
+    formation_commits_.merge(pairs(g.rejoin.committed));
+    formation_syncs_.merge(pairs(g.rejoin.state_committed));
   }
-  for (const auto& [peer, g] : gathered_) {
-    const auto& q = g.rejoin.pending;
-    for (size_t i = 0; i + 3 < q.size(); i += 4) {
-      bool commit = committed.count({q[i + 2], q[i + 3]}) != 0;
-      proto::CollOutcome outcome{static_cast<uint32_t>(q[i]), q[i + 1], q[i + 3],
-                                 commit ? proto::Outcome::kCommit : proto::Outcome::kAborted,
-                                 commit ? "" : "the coordinator was lost before this all-reduce was decided (no "
-                                               "peer saw it committed): retry it"};
-      log_.info("op ", q[i + 3], " of term ", q[i + 2], " (tag ", q[i], ") of peer ", peer, ": ",
-                commit ? "committed" : "aborted", " by the new term");
-      send_to_peer(peer, proto::frame_of(proto::MsgType::kCollResult, outcome.encode()));
-    }
-    const auto& s = g.rejoin.state_pending;
-    if (s.size() == 3) {
-      bool commit = synced.count({s[1], s[2]}) != 0;
-      proto::StateOutcome outcome{s[0], s[2], commit ? proto::Outcome::kCommit : proto::Outcome::kAborted,
-                                  commit ? "" : "the coordinator was lost before this shared-state sync was decided "
-                                                "(no peer saw it committed): retry it"};
-      log_.info("sync ", s[2], " of term ", s[1], " of peer ", peer, ": ", commit ? "committed" : "aborted",
-                " by the new term");
-      send_to_peer(peer, proto::frame_of(proto::StateMsg::kStateResult, outcome.encode()));
-    }
-  }
+  for (const auto& [peer, g] : gathered_) resolve_pending_of(peer, g.rejoin);
   log_shared_state();
+}
+
+void Coordinator::resolve_pending_of(const std::string& peer, const proto::Rejoin& rejoin) {
+  const auto& q = rejoin.pending;
+  for (size_t i = 0; i + 3 < q.size(); i += 4) {
+    bool commit = formation_commits_.count({q[i + 2], q[i + 3]}) != 0;
+    proto::CollOutcome outcome{static_cast<uint32_t>(q[i]), q[i + 1], q[i + 3],
+                               commit ? proto::Outcome::kCommit : proto::Outcome::kAborted,
+                               commit ? "" : "the coordinator was lost before this all-reduce was decided (no "
+                                             "peer saw it committed): retry it"};
+    log_.info("op ", q[i + 3], " of term ", q[i + 2], " (tag ", q[i], ") of peer ", peer, ": ",
+              commit ? "committed" : "aborted", " by the new term");
+    send_to_peer(peer, proto::frame_of(proto::MsgType::kCollResult, outcome.encode()));
+  }
+  const auto& s = rejoin.state_pending;
+  if (s.size() == 3) {
+    bool commit = formation_syncs_.count({s[1], s[2]}) != 0;
+    proto::StateOutcome outcome{s[0], s[2], commit ? proto::Outcome::kCommit : proto::Outcome::kAborted,
+                                commit ? "" : "the coordinator was lost before this shared-state sync was decided "
+                                              "(no peer saw it committed): retry it"};
+    log_.info("sync ", s[2], " of term ", s[1], " of peer ", peer, ": ", commit ? "committed" : "aborted",
+              " by the new term");
+    send_to_peer(peer, proto::frame_of(proto::StateMsg::kStateResult, outcome.encode()));
+  }
 }
 
 void Coordinator::log_shared_state() const {
@@ -262,7 +286,7 @@ void Coordinator::log_shared_state() const {
 
 void Coordinator::serve_fresh(const std::string& why) {
   role_ = Role::kServing;
-  term_ = ++known_term_;
+  term_ = known_term_ = next_term(known_term_, rng_());
   log_.warn("serving term ", term_, " with an empty ring: ", why);
   persist();
   take_deferred_hellos();
@@ -317,13 +341,15 @@ void Coordinator::reset_run(proto::ErrorCode code, const std::string& why) {
   last_view_ = View{};
   logged_ring_.clear();
   notified_.clear();
+  unconfirmed_.clear();
 }
 
 void Coordinator::on_status_request(uint64_t conn_id, const proto::StatusRequest& request) {
   Conn& conn = conns_.at(conn_id);
   if (request.term > 0 && !request.from.empty()) {
-    // A term number can be formed twice (a frozen coordinator that wakes up to stale
-    // re-registrations): of two serving the same term, the one with no peers yields.
+    // A watching coordinator sends its term only while it serves peers or gathers
+    // (watch_loop). Term numbers differ in random low bits (terms.h); should two still be
+    // equal, the one with no peers yields.
     bool newer = (role_ == Role::kServing && request.term > term_) ||
                  (role_ == Role::kServing && request.term == term_ && membership_.ring().empty()) ||
                  (role_ == Role::kGathering && request.term > known_term_);
@@ -337,8 +363,11 @@ void Coordinator::on_status_request(uint64_t conn_id, const proto::StatusRequest
 }
 
 void Coordinator::step_down(uint64_t newer_term, const std::string& newer) {
-  log_.warn("the coordinator at ", newer, " serves term ", newer_term, ", newer than this one's ",
-            std::max(term_, known_term_), ": stepping down to be its standby");
+  uint64_t mine = std::max(term_, known_term_);
+  log_.warn("the coordinator at ", newer, " serves term ", newer_term,
+            newer_term > mine ? ", newer than this one's " + std::to_string(mine)
+                              : std::string(" with peers; this one serves none"),
+            ": stepping down to be its standby");
   known_term_ = std::max(known_term_, newer_term);
   reset_run(proto::ErrorCode::kStaleTerm, "this coordinator was replaced by the one at " + newer + " (term " +
                                               std::to_string(newer_term) + "); try the next address");
@@ -374,7 +403,12 @@ void Coordinator::watch_loop() {
     std::string target = watched_;
     lock.unlock();
     proto::StatusRequest request;
-    request.term = term();
+    {
+      // The term is a claim to the run that the watched coordinator yields to when it is
+      // newer; serving nobody, this one claims nothing (term 0 asks without a claim).
+      auto now = snapshot();
+      request.term = now.role == "serving" && now.ring.empty() ? 0 : now.term;
+    }
     request.from = address_;
     bool ok = false;
     proto::StatusReply reply;
@@ -399,8 +433,13 @@ void Coordinator::on_watch_result(bool ok, const proto::StatusReply& reply, cons
       watched_ok_ = now;
       watched_ring_ = reply.peers;
       known_term_ = std::max(known_term_, reply.term);
-    } else if (reply.role == "serving" && reply.term > std::max(term_, known_term_)) {
-      step_down(reply.term, watched());
+    } else if (reply.role == "serving") {
+      // A newer term wins, unless it serves nobody while this one serves peers (a frozen
+      // coordinator that woke up and found nobody); and a coordinator that serves nobody
+      // yields to one that serves peers, so new peers cannot start a second run here.
+      bool empty = membership_.ring().empty();
+      bool newer = reply.term > std::max(term_, known_term_) && (!reply.peers.empty() || empty);
+      if (newer || (empty && !reply.peers.empty())) step_down(reply.term, watched());
     }
     return;
   }

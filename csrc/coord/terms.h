@@ -11,8 +11,8 @@
 //  - once 3 x `window` has passed, with whoever came back, when fewer did (the rest may
 //    be dead; fencing, not the majority, keeps two coordinators from sharing peers).
 // The new ring keeps the last ring's order for those back, then the other re-registered
-// peers by id; its first epoch is one past the highest epoch reported, and its term one
-// past the highest term known (reported, or persisted by this coordinator).
+// peers by id; its first epoch is one past the highest epoch reported, and its term is
+// next_term() of the highest term known (reported, or persisted by this coordinator).
 #pragma once
 
 #include <cstdint>
@@ -36,6 +36,16 @@ struct TermDecision {
   uint64_t epoch = 0;             // the new term's first epoch
   std::string reason;             // why now (or what it waits for)
 };
+
+// Term numbers count in their high bits; the low kTermTieBits are random (never 0), so
+// two coordinators that form a term from the same knowledge (a frozen one waking up to
+// stale re-registrations while another formed one) get different numbers and the higher
+// one wins everywhere; equal numbers would leave peers unable to tell the terms apart.
+inline constexpr int kTermTieBits = 16;
+inline uint64_t next_term(uint64_t highest_known, uint64_t random) {
+  uint64_t tie = random % ((uint64_t{1} << kTermTieBits) - 1) + 1;
+  return (((highest_known >> kTermTieBits) + 1) << kTermTieBits) | tie;
+}
 
 TermDecision decide_term(const std::vector<Registration>& registered, TimePoint since, TimePoint now,
                          Duration window);

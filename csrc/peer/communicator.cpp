@@ -59,7 +59,7 @@ Communicator::Communicator(CommunicatorOptions options)
       log_,
       [this](std::vector<uint8_t> frame) {
         loop_.post([this, frame = std::move(frame)]() mutable {
-          if (coord_) coord_->send(std::move(frame));
+          if (coord_ && welcomed_) coord_->send(std::move(frame));
         });
       },
       [this](std::shared_ptr<net::Link> link) { loop_.post([this, link] { on_inbound_link(link); }); });
@@ -275,7 +275,7 @@ void Communicator::update_topology(Duration timeout) {
   uint64_t seq = ++topo_seq_;
   uint64_t losses = losses_;
   loop_.post([this, seq] {
-    if (coord_) coord_->send(proto::frame_of(proto::UpdateTopology{seq}));
+    if (coord_ && welcomed_) coord_->send(proto::frame_of(proto::UpdateTopology{seq}));
   });
   topo_waiting_.clear();
   try {
@@ -290,7 +290,7 @@ void Communicator::update_topology(Duration timeout) {
     std::string waiting = topo_waiting_;
     // Withdraw from the barrier, so a retry is a fresh call rather than a second one.
     loop_.post([this, seq] {
-      if (coord_) {
+      if (coord_ && welcomed_) {
         coord_->send(proto::frame_of(proto::MsgType::kCancelUpdateTopology, proto::UpdateTopology{seq}.encode()));
       }
     });

@@ -219,7 +219,8 @@ class Communicator {
   TimePoint last_report_;
   Duration heartbeat_timeout_{};
   uint64_t session_ = 0;  // bumps on every connect(), so stale timers stop
-  bool welcomed_ = false;  // the current coordinator connection got its Welcome
+  bool welcomed_ = false;  // the current coordinator connection got its Welcome (loop thread);
+                           // nothing but the first frame goes out before it
 
   // Shared state, under mutex_.
   mutable std::mutex mutex_;

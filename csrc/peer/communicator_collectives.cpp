@@ -41,7 +41,7 @@ std::shared_ptr<CollectiveOp> Communicator::all_reduce(const AllReduceRequest& r
   announce.op = static_cast<uint8_t>(request.op);
   announce.quantization = static_cast<uint8_t>(request.quantization);
   loop_.post([this, announce] {
-    if (coord_) coord_->send(proto::frame_of(announce));
+    if (coord_ && welcomed_) coord_->send(proto::frame_of(announce));
   });
   return op;
 }
@@ -50,7 +50,7 @@ void Communicator::send_coll_report(uint32_t tag, uint64_t call, uint64_t op_id,
                                     const std::string& message) {
   proto::CollOutcome report{tag, call, op_id, outcome, message};
   loop_.post([this, report] {
-    if (coord_) coord_->send(proto::frame_of(proto::MsgType::kCollDone, report.encode()));
+    if (coord_ && welcomed_) coord_->send(proto::frame_of(proto::MsgType::kCollDone, report.encode()));
   });
 }
 

@@ -166,7 +166,7 @@ void Communicator::prepare_links(const std::shared_ptr<Preparation>& prep, bool 
           if (epoch_ != epoch) return;
           links_ = set;
         }
-        if (coord_) coord_->send(proto::frame_of(proto::MsgType::kLinksReady, proto::EpochMsg{epoch}.encode()));
+        if (coord_ && welcomed_) coord_->send(proto::frame_of(proto::MsgType::kLinksReady, proto::EpochMsg{epoch}.encode()));
       });
       return;
     } catch (const Aborted&) {
@@ -189,7 +189,7 @@ void Communicator::prepare_links(const std::shared_ptr<Preparation>& prep, bool 
   }
   loop_.post([this, epoch, failed_peer, reason] {
     log_.warn("links of epoch ", epoch, " failed: ", reason);
-    if (coord_) coord_->send(proto::frame_of(proto::LinksFailed{epoch, failed_peer, reason}));
+    if (coord_ && welcomed_) coord_->send(proto::frame_of(proto::LinksFailed{epoch, failed_peer, reason}));
   });
 }
 

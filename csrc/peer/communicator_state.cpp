@@ -46,7 +46,7 @@ SyncResult Communicator::sync_shared_state(const std::vector<StateTensor>& tenso
     if (state_session_ == session) state_session_.reset();
   };
   loop_.post([this, vote] {
-    if (coord_) coord_->send(proto::frame_of(proto::StateMsg::kStateVote, vote.encode()));
+    if (coord_ && welcomed_) coord_->send(proto::frame_of(proto::StateMsg::kStateVote, vote.encode()));
   });
 
   SyncResult result;
@@ -108,7 +108,7 @@ void Communicator::send_state_report(uint64_t call, uint64_t sync_id, proto::Out
                                      const std::string& message) {
   proto::StateOutcome report{call, sync_id, outcome, message};
   loop_.post([this, report] {
-    if (coord_) coord_->send(proto::frame_of(proto::StateMsg::kStateDone, report.encode()));
+    if (coord_ && welcomed_) coord_->send(proto::frame_of(proto::StateMsg::kStateDone, report.encode()));
   });
 }
 
