@@ -38,13 +38,14 @@ def main() -> int:
             start = time.monotonic()
             for _ in range(args.rounds):
                 start_retry_round(peers, args.count)
+                victim = None
                 if len(peers) > 2 and rng.random() < 0.4:
                     assert wait_for(lambda: coord.collectives_running >= 1, 30, interval=0.0005)
                     victim = rng.choice(sorted(peers))
                     peers[victim].kill()
                     dead.append(peers.pop(victim))
                     stats["kills"] += 1
-                stats["failed_attempts"] += finish_retry_round(peers, args.count)
+                stats["failed_attempts"] += finish_retry_round(peers, args.count, victim=victim)
                 if len(peers) < args.peers + 2 and rng.random() < 0.4:
                     joiner = PeerProcess(coord.address, timeout=60)
                     admit(list(peers.values()), joiner)

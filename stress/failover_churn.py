@@ -21,29 +21,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import pcomm  # noqa: E402
-from harness import CoordinatorProcess, PeerProcess, admit, connect_all, digest, start_retry_round, wait_for  # noqa: E402
+from harness import (CoordinatorProcess, PeerProcess, admit, connect_all, finish_retry_round,  # noqa: E402
+                     start_retry_round, wait_for)
 from test_failover import free_address  # noqa: E402
 
 HEARTBEAT = 2.0
-
-
-def finish_round(peers: dict[int, PeerProcess], count: int, victim: int | None) -> int:
-    """The replies of start_retry_round: all survivors must agree, bit for bit, on a sum
-    over exactly the peers of the world they report: the survivors, or the survivors and
-    the victim when the op committed before the kill landed. Returns the failed attempts."""
-    from allreduce_expect import expected
-
-    replies = {i: p.reply(120) for i, p in peers.items()}
-    bad = {i: r for i, r in replies.items() if not r["ok"]}
-    assert not bad, bad
-    worlds = {r["result"]["world_size"] for r in replies.values()}
-    assert len(worlds) == 1, replies
-    members = sorted(peers) + ([victim] if victim is not None and worlds == {len(peers) + 1} else [])
-    assert worlds == {len(members)}, (worlds, sorted(peers), victim)
-    want = digest(expected("float32", "sum", count, len(members), indices=sorted(members)))
-    for i, r in replies.items():
-        assert r["result"]["after"] == want, f"peer {i} has a wrong sum (world {r['result']['world_size']})"
-    return sum(len(r["result"]["errors"]) for r in replies.values())
 
 
 def status(address: str) -> dict | None:
@@ -119,7 +101,7 @@ def main() -> int:
                     peers[victim].kill()
                     dead.append(peers.pop(victim))
                     stats["peer_kills"] += 1
-                stats["failed_attempts"] += finish_round(peers, args.count, victim)
+                stats["failed_attempts"] += finish_retry_round(peers, args.count, victim=victim)
                 if len(peers) < args.peers and rng.random() < 0.5:
                     joiner = PeerProcess(pair.addresses, timeout=60)
                     admit(list(peers.values()), joiner, 60)

@@ -64,9 +64,10 @@ def main() -> int:
                 begin = time.monotonic()
                 for _ in range(args.rounds):
                     start_retry_round(peers, args.count)
+                    killed = None
                     if len(peers) > 2 and rng.random() < 0.3:
                         assert wait_for(lambda: coord.collectives_running >= 1, 30, interval=0.0005)
-                        victim = rng.choice(sorted(peers))
+                        victim = killed = rng.choice(sorted(peers))
                         peers[victim].kill()
                         dead.append(peers.pop(victim))
                         stats["kills"] += 1
@@ -79,7 +80,7 @@ def main() -> int:
                         relays.append(fresh)
                         coord.add_relay(fresh.address)
                         stats["relay_kills"] += 1
-                    stats["failed_attempts"] += finish_retry_round(peers, args.count, wait=180)
+                    stats["failed_attempts"] += finish_retry_round(peers, args.count, wait=180, victim=killed)
                     host_of = {p.ok("info")["peer_id"]: p.host for p in peers.values()}
                     for p in peers.values():
                         for link in p.ok("links"):

@@ -275,17 +275,24 @@ def start_retry_round(peers: dict[int, PeerProcess], count: int, timeout: float 
         p.send("all_reduce_retry", dtype="float32", count=count, index=i, timeout=timeout)
 
 
-def finish_retry_round(peers: dict[int, PeerProcess], count: int, wait: float = 120) -> int:
-    """The replies of start_retry_round from the peers still running: each must hold exactly
-    the sum of their inputs. Returns how many attempts failed before the retries succeeded."""
+def finish_retry_round(peers: dict[int, PeerProcess], count: int, wait: float = 120,
+                       victim: int | None = None) -> int:
+    """The replies of start_retry_round from the peers still running: all must agree, bit
+    for bit, on the sum over exactly the world they report: the survivors, or the
+    survivors and `victim` (a peer killed during the round) when the op committed before
+    the kill landed. Returns how many attempts failed before the retries succeeded."""
     from allreduce_expect import expected
 
     replies = {i: p.reply(wait) for i, p in peers.items()}
     bad = {i: r for i, r in replies.items() if not r["ok"]}
     assert not bad, bad
-    want = digest(expected("float32", "sum", count, len(peers), indices=sorted(peers)))
+    worlds = {r["result"]["world_size"] for r in replies.values()}
+    assert len(worlds) == 1, replies
+    members = sorted(peers) + ([victim] if victim is not None and worlds == {len(peers) + 1} else [])
+    assert worlds == {len(members)}, (worlds, sorted(peers), victim)
+    want = digest(expected("float32", "sum", count, len(members), indices=sorted(members)))
     for i, r in replies.items():
-        assert r["result"]["after"] == want, f"peer {i} has a wrong sum"
+        assert r["result"]["after"] == want, f"peer {i} has a wrong sum (world {r['result']['world_size']})"
     return sum(len(r["result"]["errors"]) for r in replies.values())
 
 
