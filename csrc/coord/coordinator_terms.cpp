@@ -147,12 +147,17 @@ void Coordinator::on_rejoin(uint64_t conn_id, const proto::Rejoin& rejoin) {
   publish_snapshot();
   // Decided once this round of socket events is handled: a Rejoin read from the backlog
   // of a coordinator that was frozen may come with its connection's end (the peer gave
-  // up on it long ago), which removes it from gathered_ first.
+  // up on it long ago), which try_form_term then sees.
   loop_.post([this] { try_form_term(Clock::now()); });
 }
 
 void Coordinator::try_form_term(TimePoint now) {
   if (role_ != Role::kGathering) return;
+  // A connection closed in this round still has its close handler queued: not counted.
+  for (auto it = gathered_.begin(); it != gathered_.end();) {
+    auto c = conns_.find(it->second.conn_id);
+    it = c == conns_.end() || c->second.link->closed() ? gathered_.erase(it) : std::next(it);
+  }
   if (gathered_.empty()) {
     if (now - gather_since_ >= 3 * options_.gather_window) serve_fresh("nobody re-registered within 3 gathering windows");
     return;
