@@ -50,10 +50,12 @@ class Pair:
 
     def serving(self) -> int:
         """The index of the coordinator that serves now (waits for one)."""
-        found = wait_for(lambda: next((i for i in (0, 1) if (status(self.addresses[i]) or {}).get("role") == "serving"),
-                                      None) is not None, 30)
+        def one_more() -> int:  # the index + 1, 0 while none serves (wait_for needs it truthy)
+            return next((i + 1 for i in (0, 1) if (status(self.addresses[i]) or {}).get("role") == "serving"), 0)
+
+        found = wait_for(one_more, 30)
         assert found, "no coordinator serves"
-        return next(i for i in (0, 1) if (status(self.addresses[i]) or {}).get("role") == "serving")
+        return found - 1
 
     def kill(self, i: int) -> None:
         self.procs[i].kill()
