@@ -57,6 +57,8 @@ std::vector<SampleMessage> sample_messages() {
             proto::CollOutcome{1, 11, 5, proto::Outcome::kPeerLost, "peer-b lost"}),
       coded("state_vote", MsgType::kStateVote,
             proto::StateVote{4, proto::SyncStrategy::kReceiveOnly, 17, {weights, step}}),
+      coded("state_vote_offer", MsgType::kStateVote,
+            proto::StateVote{5, proto::SyncStrategy::kOffer, 31, {weights, step}}),
       coded("state_plan", MsgType::kStatePlan, proto::StatePlan{4, 9, 17, {1, 2, 3}, {0, 2}, {a, b}}),
       coded("state_done", MsgType::kStateDone, proto::StateOutcome{4, 9, proto::Outcome::kCommit, ""}),
       coded("state_result", MsgType::kStateResult, proto::StateOutcome{4, 9, proto::Outcome::kTimeout, "late"}),

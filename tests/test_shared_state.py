@@ -209,6 +209,15 @@ def test_content_choice_rule():
         core._choose_content([(SEND, 1, [7]), (SEND, 1, [8])])
     with pytest.raises(pcomm.errors.InvalidArgumentError, match="receive_only"):
         core._choose_content([(RECEIVE, 1, [7])])
+    # An offer (a resumed checkpoint) wins over popularity; the newest offer wins.
+    OFFER = 3
+    assert core._choose_content([(ENFORCE, 0, [7]), (ENFORCE, 0, [7]), (OFFER, 3, [8])]) == 2
+    assert core._choose_content([(OFFER, 5, [9]), (ENFORCE, 9, [7]), (OFFER, 3, [8])]) == 0
+    # Offers of one revision: the most offered, then the smaller hash list.
+    assert core._choose_content([(OFFER, 5, [8]), (OFFER, 5, [9]), (OFFER, 5, [9])]) == 1
+    assert core._choose_content([(OFFER, 5, [9]), (OFFER, 5, [8])]) == 1
+    # send_only still wins over offers.
+    assert core._choose_content([(OFFER, 5, [9]), (SEND, 1, [8])]) == 1
 
 
 def test_hash_is_deterministic_and_sensitive():

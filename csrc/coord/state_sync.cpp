@@ -61,6 +61,7 @@ std::string layout_difference(const std::string& peer_a, const proto::StateVote&
 
 size_t choose_content(const std::vector<std::pair<std::string, proto::StateVote>>& votes) {
   std::map<Content, size_t> popularity;
+  std::map<Content, size_t> offered;  // content -> how many peers offer it
   std::map<Content, size_t> holder;
   std::set<Content> authoritative;
   for (size_t i = 0; i < votes.size(); ++i) {
@@ -70,6 +71,7 @@ size_t choose_content(const std::vector<std::pair<std::string, proto::StateVote>
     ++popularity[c];
     holder.emplace(c, i);
     if (v.strategy == proto::SyncStrategy::kSendOnly) authoritative.insert(c);
+    if (v.strategy == proto::SyncStrategy::kOffer) ++offered[c];
   }
   if (popularity.empty()) throw InvalidArgument("no peer offers state: every participant synced with receive_only");
   if (authoritative.size() > 1) {
@@ -80,6 +82,13 @@ size_t choose_content(const std::vector<std::pair<std::string, proto::StateVote>
   }
   if (authoritative.size() == 1) return holder.at(*authoritative.begin());
   const Content* best = nullptr;
+  if (!offered.empty()) {
+    for (const auto& [c, n] : offered) {
+      // A higher revision, then more offers, then the smaller hash list (map order).
+      if (!best || c.first > best->first || (c.first == best->first && n > offered.at(*best))) best = &c;
+    }
+    return holder.at(*best);
+  }
   for (const auto& [c, n] : popularity) {
     if (!best) {
       best = &c;

@@ -30,7 +30,10 @@ namespace pcomm::coord {
 //  1. receive_only participants never vote.
 //  2. If any participant is send_only, the content of the send_only participants wins;
 //     they must agree with each other (otherwise: error).
-//  3. Otherwise the content held by the most voters wins; a tie goes to the higher
+//  3. Otherwise, if any participant offers (a resumed checkpoint), the offered content
+//     with the highest revision wins; among offers of one revision, the most offered,
+//     then the smaller list of hashes. Offering peers holding an older offer receive it.
+//  4. Otherwise the content held by the most voters wins; a tie goes to the higher
 //     revision, then to the lexicographically smaller list of hashes (deterministic).
 // Returns the index (into votes) of a voter holding the chosen content, or throws
 // InvalidArgument with the reason.

@@ -17,7 +17,8 @@ namespace pcomm::proto {
 // The shared-state message types live in MsgType (one numbering for the protocol).
 using StateMsg = MsgType;
 
-enum class SyncStrategy : uint8_t { kEnforcePopular = 0, kReceiveOnly = 1, kSendOnly = 2 };
+// kOffer: a checkpoint offered to the run; the newest offer wins (coord/state_sync.h).
+enum class SyncStrategy : uint8_t { kEnforcePopular = 0, kReceiveOnly = 1, kSendOnly = 2, kOffer = 3 };
 
 struct TensorMeta {
   std::string name;

@@ -318,8 +318,10 @@ class Communicator:
         wins (ties: higher revision). Peers that differ fetch exactly the tensors whose hash
         differs, from the peers holding the chosen content, verify the hashes, and only then
         update the tensors. strategy: "enforce_popular" (default), "receive_only" (never a
-        source, not counted in the vote) or "send_only" (authoritative: its content wins and
-        it is never overwritten). On failure the state keeps its previous content exactly.
+        source, not counted in the vote), "send_only" (authoritative: its content wins and
+        it is never overwritten) or "offer" (a resumed checkpoint: the offer with the highest
+        revision wins over the others' content). On failure the state keeps its previous
+        content exactly. docs/state.md has the whole rule.
         """
         if not isinstance(state, SharedState):
             raise InvalidArgumentError(f"state must be a pcomm.SharedState, got {type(state).__name__}")

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from .errors import InvalidArgumentError
 from .tensors import as_buffer
 
-STRATEGIES = {"enforce_popular": 0, "receive_only": 1, "send_only": 2}
+STRATEGIES = {"enforce_popular": 0, "receive_only": 1, "send_only": 2, "offer": 3}
 
 
 @dataclass(frozen=True)
