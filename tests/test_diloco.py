@@ -177,7 +177,9 @@ def test_a_layout_mismatch_names_the_model_parameter(coordinator):
         try:
             comms[i].connect()
             comms[i].wait_for_peers(2)
-            pcomm.optim.DiLoCo(models[i], torch.optim.SGD(models[i].parameters(), lr=0.1), comms[i], sync_every=5)
+            opt = pcomm.optim.DiLoCo(models[i], torch.optim.SGD(models[i].parameters(), lr=0.1), comms[i], sync_every=5)
+            models[i](torch.zeros(1, 4))  # the first use (here a forward) syncs the run's state
+            raise AssertionError(f"the forward ran on peer {i} at outer step {opt.outer.shared.revision}")
         except pcomm.errors.PcommError as e:
             errors.append(str(e))
 
@@ -227,7 +229,7 @@ def test_diloco_is_a_torch_optimizer(coordinator):
             before = float(model(torch.ones(1, 4)).sum())
         assert float(opt.step(closure).detach()) == before  # the closure ran, before the update
         assert opt.local_step == 13
-        with pytest.raises(pcomm.errors.InvalidArgumentError, match="checkpoint="):
+        with pytest.raises(pcomm.errors.InvalidArgumentError, match="right after constructing"):
             opt.load_state_dict(opt.state_dict())
 
 
@@ -250,10 +252,11 @@ def run_threads(fns, timeout=60):
     assert not errors, errors
 
 
-@pytest.mark.parametrize("variant", ["sync", "streaming"])
-def test_a_run_resumes_from_one_peers_checkpoint(variant, tmp_path):
+@pytest.mark.parametrize("variant,older", [("sync", False), ("streaming", False), ("sync", True)])
+def test_a_run_resumes_from_one_peers_checkpoint(variant, older, tmp_path):
     """Train, stop every peer, restart 3 peers of which one loads a checkpoint: all
-    continue from its outer step with its exact bits (fresh peers do not outvote it)."""
+    continue from its outer step with its exact bits (fresh peers do not outvote it).
+    With older=True a second peer loads an older checkpoint: the newest one wins."""
     import io
 
     def make(seed):
@@ -273,6 +276,11 @@ def test_a_run_resumes_from_one_peers_checkpoint(variant, tmp_path):
             torch.nn.functional.mse_loss(model(x), y[:, :4]).backward()
             opt.step()
 
+    def saved_bytes(opt):
+        buf = io.BytesIO()
+        torch.save(opt.state_dict(), buf)
+        return buf.getvalue()
+
     saved = {}
     with pcomm.Coordinator() as coord:  # the first run: 2 peers, 3 outer steps
         def first(i):
@@ -282,16 +290,17 @@ def test_a_run_resumes_from_one_peers_checkpoint(variant, tmp_path):
                     comm.wait_for_peers(2)
                     model = make(0)
                     opt = optimizer(model, comm)
+                    train(opt, model, i, 2)
+                    if i == 0:
+                        saved[2] = saved_bytes(opt)
                     train(opt, model, i, 3)
                     if i == 0:
-                        buf = io.BytesIO()
-                        torch.save(opt.state_dict(), buf)
-                        saved["ckpt"] = buf.getvalue()
+                        saved[3] = saved_bytes(opt)
             return go
 
         run_threads([first(0), first(1)])
-    ckpt = torch.load(io.BytesIO(saved["ckpt"]), weights_only=False)
-    assert ckpt["revision"] == 3
+    ckpt, old_ckpt = (torch.load(io.BytesIO(saved[k]), weights_only=False) for k in (3, 2))
+    assert (ckpt["revision"], old_ckpt["revision"]) == (3, 2)
     bits = {name: t.numpy().tobytes() for name, t in ckpt["shared"].items()}
 
     after_load, final = {}, {}
@@ -302,7 +311,12 @@ def test_a_run_resumes_from_one_peers_checkpoint(variant, tmp_path):
                     comm.connect()
                     comm.wait_for_peers(3)
                     model = make(100)  # fresh weights (the same on fresh peers), not the checkpoint's
-                    opt = optimizer(model, comm, checkpoint=ckpt if i == 1 else None)
+                    if i == 2 and older:  # the constructor's shortcut for load_state_dict
+                        opt = optimizer(model, comm, checkpoint=old_ckpt)
+                    else:
+                        opt = optimizer(model, comm)
+                        if i == 1:
+                            opt.load_state_dict(ckpt)  # torch style, right after construction
                     after_load[i] = (opt.outer_step, {n: t.numpy().tobytes() for n, t in opt.shared_state.tensors.items()},
                                      [p.detach().clone() for p in model.parameters()])
                     train(opt, model, i, 5)

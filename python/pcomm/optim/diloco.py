@@ -8,7 +8,10 @@ the averaged pseudo-gradient Δ = θ_global − θ_local (outer Nesterov SGD).
 Outer steps are collectives: every peer's step() reaches them together. At each outer
 boundary the peers also run update_topology() (admitting newcomers) and
 sync_shared_state() (a newcomer receives θ_global and the outer momentum exactly).
-Construct it on every peer right after connect(): construction is such a boundary too.
+Construct it on every peer right after connect(). Its first use (the model's first
+forward, or the first zero_grad(), step(), state_dict() or outer_step) is such a boundary
+too: the peer joins the run's state there, so ``opt.load_state_dict(checkpoint)`` right
+after construction resumes from a checkpoint as with any torch optimizer.
 With ``progress=ProgressBoard(store)`` each outer boundary also publishes this peer's
 step and throughput into the run's CRDT store (``pcomm progress`` shows them).
 """
@@ -64,33 +67,54 @@ class DiLoCo(torch.optim.Optimizer):
         self.local_step = 0
         self.bytes_sent = 0  # wire bytes of the outer all-reduces on this peer
         self.last_world_size = comm.world_size
-        # Construction is a boundary without update_topology: connect() (or the others'
-        # update_topology) just returned, so everyone continues with the state sync. A
-        # peer resuming from a checkpoint offers it there as authoritative: it wins over
-        # freshly initialised peers (two different checkpoints are refused, naming both).
+        # The first boundary (see _join) runs at the first use, so that load_state_dict()
+        # can come between construction and training. connect() (or the others'
+        # update_topology) just returned, so everyone continues with that state sync.
+        self._joined = False
+        self._strategy = "enforce_popular"
+        self._join_hook = model.register_forward_pre_hook(lambda _module, _args: self._join())
         if checkpoint is not None:
-            self._load(checkpoint)
-        self._sync_state("send_only" if checkpoint is not None else "enforce_popular")
-        comm.set_step(self.outer_step)
+            self.load_state_dict(checkpoint)
+
+    def _join(self) -> None:
+        """The construction boundary: a state sync that gives this peer the run's
+        θ_global, momentum and outer step. A peer that loaded a checkpoint offers it
+        there: the newest offer wins over the content of freshly initialised peers."""
+        if self._joined:
+            return
+        self._sync_state(self._strategy)
+        self._joined = True
+        self._join_hook.remove()
+        self.local_step = self.outer.shared.revision * self.sync_every  # the run's phase
+        self.outer.load_into_model()
+        self.comm.set_step(self.outer_step)
 
     def _fragments(self, params: list) -> list[list[int]]:
         return [list(range(len(params)))]
 
     @property
     def outer_step(self) -> int:
-        """Outer steps applied so far (the shared state's revision)."""
+        """Outer steps applied so far in the run (the shared state's revision). Peers end
+        together with ``while opt.outer_step < N``: each outer step is a collective, so
+        every peer leaves the loop after the same one."""
+        self._join()
         return self.outer.shared.revision
 
     @property
     def shared_state(self):
         """The SharedState holding θ_global and the outer momentum (``state`` is the
         torch Optimizer's: the inner optimizer's per-parameter state)."""
+        self._join()
         return self.outer.shared
 
     def state_dict(self) -> dict:  # type: ignore[override]
         """A checkpoint: the inner optimizer's state, θ_global, the outer momentum and the
-        outer step (``torch.save`` it). It describes the last outer step: inner steps
-        since then are not in it. Resume with ``DiLoCo(..., checkpoint=sd)``."""
+        outer step (``torch.save`` it). It describes the last outer step, so take it right
+        after one (``opt.local_step % opt.sync_every == 0``): inner steps since then are not
+        in it (and with StreamingDiLoCo, fragments stepped since would step again). With
+        AsyncDiLoCo, ``flush()`` first. Resume with ``load_state_dict()`` right after
+        construction (or ``checkpoint=``)."""
+        self._join()
         return {
             "format": kCheckpointFormat,
             "inner": self.inner.state_dict(),
@@ -99,15 +123,19 @@ class DiLoCo(torch.optim.Optimizer):
         }
 
     def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
-        raise InvalidArgumentError(
-            "a DiLoCo checkpoint is offered to the other peers at the construction sync: pass it to the "
-            "constructor, DiLoCo(model, inner, comm, ..., checkpoint=state_dict), instead of load_state_dict()")
-
-    def _load(self, checkpoint: dict) -> None:
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != kCheckpointFormat:
+        """Loads a checkpoint from ``state_dict()``, before the optimizer or the model is
+        used. At the first boundary this peer offers it to the others: the newest offer
+        (highest outer step) wins, so one peer's checkpoint resumes a run of fresh peers,
+        and peers that each load their own end on the newest."""
+        if self._joined:
+            raise InvalidArgumentError(
+                "load_state_dict() must come right after constructing the optimizer, before the first "
+                "forward, zero_grad(), step(), state_dict() or outer_step: this peer has already taken the "
+                f"run's state (outer step {self.outer.shared.revision}); build a new optimizer to load a checkpoint")
+        if not isinstance(state_dict, dict) or state_dict.get("format") != kCheckpointFormat:
             raise InvalidArgumentError("checkpoint must be a dict from DiLoCo.state_dict() (format "
                                        f"{kCheckpointFormat!r})")
-        mine, theirs = self.outer.shared.tensors, checkpoint["shared"]
+        mine, theirs = self.outer.shared.tensors, state_dict["shared"]
         if sorted(mine) != sorted(theirs):
             missing = sorted(set(mine) ^ set(theirs))[:3]
             raise InvalidArgumentError(f"the checkpoint is of another model: tensors {missing} differ")
@@ -115,20 +143,21 @@ class DiLoCo(torch.optim.Optimizer):
             if tuple(theirs[name].shape) != tuple(t.shape):
                 raise InvalidArgumentError(f"the checkpoint's '{name}' has shape {tuple(theirs[name].shape)}, "
                                            f"the model's {tuple(t.shape)}")
-        self.inner.load_state_dict(checkpoint["inner"])
+        self.inner.load_state_dict(state_dict["inner"])
         with torch.no_grad():
             for name, t in mine.items():
                 t.copy_(theirs[name])
-        self.outer.shared.revision = int(checkpoint["revision"])
-        self.local_step = self.outer.shared.revision * self.sync_every  # at that outer step
-        self.outer.load_into_model()
+        self.outer.shared.revision = int(state_dict["revision"])
+        self._strategy = "offer"
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        self._join()
         self.inner.zero_grad(set_to_none=set_to_none)
 
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         """One inner step (``closure`` goes to the inner optimizer); every ``sync_every``
         inner steps, also the outer step (a collective)."""
+        self._join()
         loss = self.inner.step(closure)
         self.local_step += 1
         self._after_inner_step()

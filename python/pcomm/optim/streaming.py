@@ -24,9 +24,9 @@ class StreamingDiLoCo(DiLoCo):
         if isinstance(kwargs.get("sync_every"), int) and kwargs["sync_every"] < fragments:
             raise InvalidArgumentError("sync_every must be at least the number of fragments")
         self.fragment_count = fragments
+        # A newcomer takes the others' phase at its first boundary (DiLoCo._join sets
+        # local_step from the outer step): fragment schedules depend on the step count.
         super().__init__(*args, **kwargs)
-        # A newcomer takes the others' phase: fragment schedules depend on the step count.
-        self.local_step = self.outer.shared.revision * self.sync_every
 
     def _fragments(self, params: list) -> list[list[int]]:
         """Contiguous groups of parameters of about equal size."""
