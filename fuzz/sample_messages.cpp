@@ -44,7 +44,7 @@ std::vector<SampleMessage> sample_messages() {
       coded("heartbeat", MsgType::kHeartbeat, proto::Heartbeat{2}),
       coded("update_topology", MsgType::kUpdateTopology, proto::UpdateTopology{7}),
       coded("cancel_update_topology", MsgType::kCancelUpdateTopology, proto::UpdateTopology{7}),
-      coded("topology", MsgType::kTopology, proto::Topology{3, {a, b, c}}),
+      coded("topology", MsgType::kTopology, proto::Topology{3, {a, b, c}, {{"d", "left"}, {"e", "lost: reset"}}}),
       coded("links_ready", MsgType::kLinksReady, proto::EpochMsg{3}),
       coded("links_failed", MsgType::kLinksFailed, proto::LinksFailed{3, "peer-b", "connect refused"}),
       coded("epoch_ready", MsgType::kEpochReady, proto::EpochMsg{3}),

@@ -41,7 +41,7 @@ def test_first_peer_accepted_at_once():
     acts = m.on_hello("a", "10.0.0.1:5", 0.0)
     assert kinds(acts, "welcome") == [{"kind": "welcome", "peer": "a", "accepted": True}]
     topo = kinds(acts, "topology")
-    assert topo == [{"kind": "topology", "peer": "a", "epoch": 1, "ring": ["a"]}]
+    assert topo == [{"kind": "topology", "peer": "a", "epoch": 1, "ring": ["a"], "gone": {}}]
     assert not m.epoch_ready
     acts = m.on_links_ready("a", 1, 0.1)
     assert kinds(acts, "epoch_ready") == [{"kind": "epoch_ready", "peer": "a", "epoch": 1}]
@@ -97,11 +97,15 @@ def test_cancelled_call_does_not_count_toward_the_barrier():
 def test_lost_peer_starts_new_epoch_with_survivors():
     m = cluster(3)
     epoch = m.epoch
-    acts = m.on_lost("b", 2.0)
+    acts = m.on_lost("b", 2.0, "lost: connection reset")
     topo = kinds(acts, "topology")
     assert [t["peer"] for t in topo] == ["a", "c"]
     assert all(t["ring"] == ["a", "c"] and t["epoch"] == epoch + 1 for t in topo)
+    assert all(t["gone"] == {"b": "lost: connection reset"} for t in topo), "survivors are told why"
     assert kinds(acts, "drop") == [], "a lost peer's connection is already gone"
+    # The next epoch's Topology tells only what changed since.
+    acts = m.on_lost("c", 3.0, "left")
+    assert [(t["ring"], t["gone"]) for t in kinds(acts, "topology")] == [(["a"], {"c": "left"})]
 
 
 def test_heartbeat_expiry_drops_exactly_the_silent_peer():
@@ -114,6 +118,7 @@ def test_heartbeat_expiry_drops_exactly_the_silent_peer():
     assert [d["peer"] for d in drops] == ["b"]
     assert "no heartbeat" in drops[0]["reason"]
     assert m.ring == ["a", "c"]
+    assert [t["gone"] for t in kinds(acts, "topology")] == [{"b": drops[0]["reason"]}] * 2
 
 
 def test_barrier_completes_over_survivors_when_a_waiter_dies():
@@ -153,6 +158,7 @@ def test_link_failure_drops_the_later_joiner():
     epoch = m.epoch
     acts = m.on_links_failed("b", epoch, "c", 1.1)
     assert [d["peer"] for d in kinds(acts, "drop")] == ["c"]
+    assert all("could not open a data link" in t["gone"]["c"] for t in kinds(acts, "topology"))
     assert m.ring == ["a", "b"] and m.epoch == epoch + 1
 
 

@@ -127,7 +127,21 @@ def test_logs_name_who_joined_and_who_is_gone(capfd, monkeypatch):
         pcomm._pcomm.reload_log_level()
     assert f"ring of 2; joined: {b_id}" in err, err
     assert f"ring of 1; gone: {b_id}" in err, err
-    assert f"peer {b_id} is no longer in the ring" in err and a_id in err, err
+    assert f"peer {b_id} left the ring" in err and a_id in err, err
+    assert "no longer in the ring" not in err, "a clean leave is not a loss"
+
+
+def test_survivors_warn_of_a_lost_peer_with_the_reason(coordinator, spawn):
+    peers = [spawn(coordinator.address) for _ in range(3)]  # default level: warnings only
+    connect_all(peers)
+    ids = [p.ok("info")["peer_id"] for p in peers]
+    peers[2].ok("close")
+    assert wait_for(lambda: peers[0].ok("info")["world_size"] == 2, 10)
+    peers[1].kill()
+    pattern = re.compile(rf" WARNING peer {ids[0]} epoch \d+\] peer {ids[1]} is no longer in the ring "
+                         rf"\(epoch \d+\): lost: ")
+    assert wait_for(lambda: any(pattern.search(line) for line in peers[0].stderr_lines), 10), peers[0].stderr()
+    assert not any(ids[2] in line for line in peers[0].stderr_lines), "the clean leave stays below warning"
 
 
 def test_status_shows_the_ring_without_a_peer(tmp_path):

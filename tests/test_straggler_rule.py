@@ -56,6 +56,7 @@ def test_membership_reports_its_barrier_and_drops_stragglers_in_one_epoch():
                                                                                ("d", "dropped: it hung")]
     topologies = [a for a in acts if a["kind"] == "topology"]
     assert {a["peer"] for a in topologies} == {"a", "b"} and m.epoch == epoch + 1 and m.ring == ["a", "b"]
+    assert all(a["gone"] == {"c": "dropped: it hung", "d": "dropped: it hung"} for a in topologies)
     # The survivors' barrier completes once the new epoch's links are ready.
     done = [a for p in ["a", "b"] for a in m.on_links_ready(p, m.epoch, 3.0) if a["kind"] == "topology_done"]
     assert sorted(a["peer"] for a in done) == ["a", "b"]

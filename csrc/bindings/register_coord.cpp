@@ -54,6 +54,9 @@ py::list to_python(const coord::Actions& actions) {
       for (const auto& m : a.topology.ring) ring.append(m.peer_id);
       d["epoch"] = a.topology.epoch;
       d["ring"] = ring;
+      py::dict gone;
+      for (const auto& g : a.topology.gone) gone[py::str(g.peer_id)] = g.reason;
+      d["gone"] = gone;
     }
     if (a.kind == K::kEpochReady || a.kind == K::kTopologyDone) d["epoch"] = a.epoch;
     if (a.kind == K::kTopologyDone) d["seq"] = a.seq;
@@ -200,9 +203,11 @@ void register_coord(py::module_& m) {
            [](coord::Membership& ms, const std::string& p, uint64_t epoch, const std::string& nb, double now) {
              return to_python(ms.on_links_failed(p, epoch, nb, at_seconds(now)));
            })
-      .def("on_lost", [](coord::Membership& ms, const std::string& p, double now) {
-        return to_python(ms.on_lost(p, at_seconds(now)));
-      })
+      .def("on_lost",
+           [](coord::Membership& ms, const std::string& p, double now, const std::string& reason) {
+             return to_python(ms.on_lost(p, at_seconds(now), reason));
+           },
+           py::arg("peer"), py::arg("now"), py::arg("reason") = "lost")
       .def("on_tick", [](coord::Membership& ms, double now) { return to_python(ms.on_tick(at_seconds(now))); })
       .def("stall", [](const coord::Membership& ms) -> py::object {
         auto st = ms.stall();

@@ -330,6 +330,7 @@ void Coordinator::on_frame(uint64_t conn_id, uint16_t type, const uint8_t* paylo
     case MsgType::kLeave:
       proto::EpochMsg::decode(payload, size);
       log_.info("peer ", peer, " left");
+      conn.left = true;
       conn.link->close("peer left");
       return;
     default:
@@ -462,6 +463,7 @@ void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
     auto g = gathered_.find(it->second.rejoining);
     if (g != gathered_.end() && g->second.conn_id == conn_id) gathered_.erase(g);
   }
+  bool left = it->second.left;
   conns_.erase(it);
   if (peer.empty()) {
     log_.debug("connection ", conn_id, " closed before hello: ", reason);
@@ -477,8 +479,8 @@ void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
     return;
   }
   if (membership_.knows(peer)) {
-    log_.info("peer ", peer, " lost: ", reason);
-    apply(membership_.on_lost(peer, Clock::now()));
+    if (!left) log_.info("peer ", peer, " lost: ", reason);
+    apply(membership_.on_lost(peer, Clock::now(), left ? "left" : "lost: " + reason));
   }
 }
 

@@ -125,6 +125,7 @@ class Coordinator {
     std::string source;          // the remote host, while the connection is unauthenticated
     std::string rejoining;       // a peer id that re-registered and waits for the new term
     bool deferred = false;       // its hello waits until the term forms
+    bool left = false;           // it sent Leave: its close is a departure, not a loss
   };
 
   enum class Role { kServing, kGathering, kStandby };

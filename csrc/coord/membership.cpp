@@ -137,13 +137,13 @@ Actions Membership::on_links_failed(const std::string& peer, uint64_t epoch,
   drop.reason = "dropped: peers " + peer + " and " + neighbour + " could not open a data link in epoch " +
                 std::to_string(epoch) + "; the later joiner leaves";
   out.push_back(drop);
-  remove(victim, out);
+  remove(victim, out, drop.reason);
   return out;
 }
 
-Actions Membership::on_lost(const std::string& peer, TimePoint) {
+Actions Membership::on_lost(const std::string& peer, TimePoint, const std::string& reason) {
   Actions out;
-  if (knows(peer)) remove(peer, out);
+  if (knows(peer)) remove(peer, out, reason);
   return out;
 }
 
@@ -155,7 +155,7 @@ Actions Membership::on_tick(TimePoint now) {
     drop.reason = "dropped: no heartbeat for more than " +
                   std::to_string(to_millis(heartbeat_timeout_)) + " ms";
     out.push_back(drop);
-    remove(id, out);
+    remove(id, out, drop.reason);
   }
   return out;
 }
@@ -197,6 +197,7 @@ Actions Membership::drop(const std::map<std::string, std::string>& reasons) {
     if (!peers_.count(peer)) continue;
     out.push_back(make_action(Action::Kind::kDrop, peer));
     out.back().reason = "dropped: it " + reason;
+    if (std::find(ring_.begin(), ring_.end(), peer) != ring_.end()) departed_.push_back({peer, out.back().reason});
     peers_.erase(peer);
     waiters_.erase(peer);
     releasing_.erase(peer);
@@ -208,6 +209,7 @@ Actions Membership::drop(const std::map<std::string, std::string>& reasons) {
   if (survivors.empty()) survivors = pending_in_join_order();
   if (survivors.empty()) {
     ring_.clear();
+    departed_.clear();
     epoch_ready_ = false;
     links_ready_.clear();
     return out;
@@ -240,8 +242,9 @@ Actions Membership::relink() {
   return out;
 }
 
-void Membership::remove(const std::string& peer, Actions& out) {
+void Membership::remove(const std::string& peer, Actions& out, const std::string& reason) {
   bool was_accepted = is_accepted(peer);
+  if (was_accepted) departed_.push_back({peer, reason});
   peers_.erase(peer);
   waiters_.erase(peer);
   releasing_.erase(peer);
@@ -258,6 +261,7 @@ void Membership::remove(const std::string& peer, Actions& out) {
   if (survivors.empty()) survivors = pending_in_join_order();  // nobody left to admit them
   if (survivors.empty()) {
     ring_.clear();
+    departed_.clear();
     epoch_ready_ = false;
     links_ready_.clear();
     return;
@@ -272,6 +276,8 @@ void Membership::new_epoch(std::vector<std::string> ring, Actions& out) {
   links_ready_.clear();
   proto::Topology topology;
   topology.epoch = epoch_;
+  topology.gone = std::move(departed_);
+  departed_.clear();
   for (const auto& id : ring_) {
     peers_[id].accepted = true;
     topology.ring.push_back(member(id));

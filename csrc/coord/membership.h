@@ -69,8 +69,9 @@ class Membership {
   Actions on_links_ready(const std::string& peer, uint64_t epoch, TimePoint now);
   Actions on_links_failed(const std::string& peer, uint64_t epoch, const std::string& neighbour,
                           TimePoint now);
-  // Socket closed or clean leave; no Drop action is emitted for the peer itself.
-  Actions on_lost(const std::string& peer, TimePoint now);
+  // Socket closed or clean leave; no Drop action is emitted for the peer itself. The
+  // reason ("left" for a clean leave) reaches the survivors in the next Topology.
+  Actions on_lost(const std::string& peer, TimePoint now, const std::string& reason = "lost");
   // Heartbeat deadlines: emits a Drop for every expired peer and the resulting changes.
   Actions on_tick(TimePoint now);
   // While collectives are announced or running, pending peers are not admitted (a new
@@ -107,7 +108,7 @@ class Membership {
 
  private:
   void new_epoch(std::vector<std::string> ring, Actions& out);
-  void remove(const std::string& peer, Actions& out);
+  void remove(const std::string& peer, Actions& out, const std::string& reason);
   void evaluate(Actions& out);
   std::vector<std::string> pending_in_join_order() const;
 
@@ -116,6 +117,7 @@ class Membership {
   uint64_t next_join_seq_ = 1;
   uint64_t epoch_ = 0;
   std::vector<std::string> ring_;
+  std::vector<proto::Departure> departed_;  // ring members gone since the last Topology, with why
   bool epoch_ready_ = false;
   std::set<std::string> links_ready_;
   std::map<std::string, uint64_t> waiters_;   // in update_topology: peer -> seq

@@ -67,9 +67,19 @@ void Communicator::on_topology(const proto::Topology& topology) {
   }
   update_log_context(self, topology.epoch);
   log_.info("topology: rank ", rank, " of ", ids.size());
-  // Warning, as the issue asks of survivors; a peer that left cleanly cannot be told from
-  // one that was lost from here (the coordinator's log gives the reason).
-  for (const auto& id : gone) log_.warn("peer ", id, " is no longer in the ring (epoch ", topology.epoch, ")");
+  // A lost peer is a warning; one that left cleanly is not. The coordinator says which
+  // (Topology.gone); a coordinator that took over after the change may not know.
+  for (const auto& id : gone) {
+    auto said = std::find_if(topology.gone.begin(), topology.gone.end(),
+                             [&](const proto::Departure& d) { return d.peer_id == id; });
+    if (said == topology.gone.end()) {
+      log_.warn("peer ", id, " is no longer in the ring (epoch ", topology.epoch, ")");
+    } else if (said->reason == "left") {
+      log_.info("peer ", id, " left the ring (epoch ", topology.epoch, ")");
+    } else {
+      log_.warn("peer ", id, " is no longer in the ring (epoch ", topology.epoch, "): ", said->reason);
+    }
+  }
   cv_.notify_all();
   remotes_->update(topology.ring);
   uint64_t epoch = topology.epoch;

@@ -102,6 +102,11 @@ std::vector<uint8_t> Topology::encode() const {
     w.str(member.observed_address);
     w.u8(member.nat);
   }
+  w.u32(static_cast<uint32_t>(gone.size()));
+  for (const auto& departure : gone) {
+    w.str(departure.peer_id);
+    w.str(departure.reason);
+  }
   return w.take();
 }
 Topology Topology::decode(const uint8_t* data, size_t size) {
@@ -119,6 +124,14 @@ Topology Topology::decode(const uint8_t* data, size_t size) {
     member.nat = r.u8();
     if (member.nat > 3) throw ProtocolError("RingMember.nat has unknown flags");
     m.ring.push_back(std::move(member));
+  }
+  uint32_t gone = r.count(8);  // two empty strings at least
+  m.gone.reserve(gone);
+  for (uint32_t i = 0; i < gone; ++i) {
+    Departure departure;
+    departure.peer_id = r.str();
+    departure.reason = r.str();
+    m.gone.push_back(std::move(departure));
   }
   r.finish();
   return m;

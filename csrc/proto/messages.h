@@ -157,10 +157,19 @@ struct RingMember {
   bool operator==(const RingMember&) const = default;
 };
 
+// A ring member that is not in the next epoch, and why ("left" for a clean leave), so
+// survivors can tell a departure from a loss in their logs.
+struct Departure {
+  std::string peer_id;
+  std::string reason;
+  bool operator==(const Departure&) const = default;
+};
+
 struct Topology {
   static constexpr MsgType kType = MsgType::kTopology;
   uint64_t epoch = 0;
   std::vector<RingMember> ring;  // ring order; rank = position
+  std::vector<Departure> gone;   // members of the previous epoch not in this one
   std::vector<uint8_t> encode() const;
   static Topology decode(const uint8_t* data, size_t size);
 };
