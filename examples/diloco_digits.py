@@ -64,7 +64,7 @@ def train(model, opt, x, y, steps, rng, report=False) -> None:
         if report and opt.outer_step != outer:
             outer = opt.outer_step
             print(f"outer step {outer:>3}: train loss {np.mean(losses[-opt.sync_every:]):.3f}, world "
-                  f"{opt.comm.world_size}, {opt.bytes_sent / 2**10:.0f} KiB sent by peer 0", file=sys.stderr, flush=True)
+                  f"{opt.last_world_size}, {opt.bytes_sent / 2**10:.0f} KiB sent by peer 0", file=sys.stderr, flush=True)
 
 
 def peer(args) -> None:
