@@ -163,6 +163,31 @@ def test_diloco_argument_errors(coordinator):
             pcomm.optim.DiLoCo("model", inner, comm, sync_every=5)
 
 
+def test_an_optimizer_dropped_before_its_first_use_leaves_the_model_alone(coordinator):
+    """The join-at-first-use hook holds the optimizer weakly: one rebuilt before training
+    (say, after a wrong checkpoint) is freed, and its hook goes with it."""
+    import gc
+    import weakref
+
+    with pcomm.Communicator(coordinator.address, timeout=10) as comm:
+        comm.connect()
+        model = make_model(0)
+        dropped = pcomm.optim.DiLoCo(model, torch.optim.SGD(model.parameters(), lr=0.1), comm, sync_every=2)
+        with pytest.raises(pcomm.errors.InvalidArgumentError, match="DiLoCo.state_dict"):
+            dropped.load_state_dict({"format": "something else"})
+        gone = weakref.ref(dropped)
+        del dropped
+        gc.collect()
+        assert gone() is None, "the model's hook kept the dropped optimizer alive"
+        assert len(model._forward_pre_hooks) == 0
+        opt = pcomm.optim.DiLoCo(model, torch.optim.SGD(model.parameters(), lr=0.1), comm, sync_every=2)
+        for _ in range(4):
+            opt.zero_grad()
+            model(torch.ones(3, model[0].in_features)).sum().backward()
+            opt.step()
+        assert opt.outer_step == 2 and len(model._forward_pre_hooks) == 0
+
+
 def test_a_layout_mismatch_names_the_model_parameter(coordinator):
     """Two peers whose models differ: the error names the parameter ("0.bias"), not an
     internal tensor number."""

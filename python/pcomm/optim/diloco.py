@@ -19,6 +19,7 @@ step and throughput into the run's CRDT store (``pcomm progress`` shows them).
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import torch
@@ -28,6 +29,19 @@ from ._outer import MAX_RETRIES, OuterState, all_reduce_mean, check_args, traina
 
 log = logging.getLogger("pcomm.optim")
 kCheckpointFormat = "pcomm.diloco/1"
+
+
+def _join_on_forward(optimizer: "weakref.ref[DiLoCo]"):
+    """The model's forward pre-hook: it holds the optimizer weakly, so an optimizer that
+    was dropped before its first use (say, rebuilt after a wrong checkpoint) neither
+    lives on in the model nor syncs on its next forward."""
+
+    def hook(_module, _args) -> None:
+        opt = optimizer()
+        if opt is not None:
+            opt._join()
+
+    return hook
 
 
 class DiLoCo(torch.optim.Optimizer):
@@ -72,7 +86,8 @@ class DiLoCo(torch.optim.Optimizer):
         # update_topology) just returned, so everyone continues with that state sync.
         self._joined = False
         self._strategy = "enforce_popular"
-        self._join_hook = model.register_forward_pre_hook(lambda _module, _args: self._join())
+        self._join_hook = model.register_forward_pre_hook(_join_on_forward(weakref.ref(self)))
+        weakref.finalize(self, self._join_hook.remove)
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
 
