@@ -212,7 +212,12 @@ def test_content_choice_rule():
     # An offer (a resumed checkpoint) wins over popularity; the newest offer wins.
     OFFER = 3
     assert core._choose_content([(ENFORCE, 0, [7]), (ENFORCE, 0, [7]), (OFFER, 3, [8])]) == 2
-    assert core._choose_content([(OFFER, 5, [9]), (ENFORCE, 9, [7]), (OFFER, 3, [8])]) == 0
+    assert core._choose_content([(OFFER, 5, [9]), (ENFORCE, 2, [7]), (OFFER, 3, [8])]) == 0
+    assert core._choose_content([(ENFORCE, 0, [7]), (OFFER, 0, [8]), (ENFORCE, 0, [7])]) == 1
+    # ... but never rolls back peers that are further ahead: then popularity decides.
+    assert core._choose_content([(ENFORCE, 9, [7]), (ENFORCE, 9, [7]), (OFFER, 5, [8])]) in (0, 1)
+    assert core._choose_content([(OFFER, 5, [9]), (ENFORCE, 9, [7]), (OFFER, 3, [8])]) == 1
+    assert core._choose_content([(OFFER, 5, [9]), (OFFER, 5, [9]), (ENFORCE, 6, [7])]) == 0
     # Offers of one revision: the most offered, then the smaller hash list.
     assert core._choose_content([(OFFER, 5, [8]), (OFFER, 5, [9]), (OFFER, 5, [9])]) == 1
     assert core._choose_content([(OFFER, 5, [9]), (OFFER, 5, [8])]) == 1

@@ -87,7 +87,11 @@ size_t choose_content(const std::vector<std::pair<std::string, proto::StateVote>
       // A higher revision, then more offers, then the smaller hash list (map order).
       if (!best || c.first > best->first || (c.first == best->first && n > offered.at(*best))) best = &c;
     }
-    return holder.at(*best);
+    // An offer never rolls back a run that is further ahead (a peer restarted from an
+    // old checkpoint into a live run): then it is one vote among the others.
+    uint64_t newest = popularity.rbegin()->first.first;  // Content orders by revision first
+    if (best->first >= newest) return holder.at(*best);
+    best = nullptr;
   }
   for (const auto& [c, n] : popularity) {
     if (!best) {
