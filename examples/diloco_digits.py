@@ -78,9 +78,11 @@ def peer(args) -> None:
         inner = torch.optim.AdamW(model.parameters(), lr=2e-3)
         quantization = None if args.quantization == "none" else args.quantization
         path = os.path.join(args.checkpoint, "diloco.pt") if args.checkpoint else None
-        opt = pcomm.optim.DiLoCo(model, inner, comm, sync_every=args.sync_every, quantization=quantization)
+        resume = None
         if path and args.index == 0 and os.path.exists(path):
-            resume = torch.load(path, weights_only=False)
+            resume = torch.load(path, weights_only=False)  # before the optimizer: its first use is soon
+        opt = pcomm.optim.DiLoCo(model, inner, comm, sync_every=args.sync_every, quantization=quantization)
+        if resume is not None:
             opt.load_state_dict(resume)  # offered to the others at the first boundary: the newest wins
             print(f"peer 0 resumes from {path} at outer step {resume['revision']}", file=sys.stderr, flush=True)
         train(model, opt, x[shard], y[shard], args.steps, np.random.default_rng(100 + args.index),

@@ -6,8 +6,10 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
+
 import pcomm
 import pytest
 import torch
@@ -256,6 +258,20 @@ def test_diloco_is_a_torch_optimizer(coordinator):
         assert opt.local_step == 13
         with pytest.raises(pcomm.errors.InvalidArgumentError, match="right after constructing"):
             opt.load_state_dict(opt.state_dict())
+        # A loaded checkpoint keeps schedulers working: torch's load replaces the inner
+        # optimizer's param_groups and state, and the DiLoCo shares the new ones.
+        other = torch.nn.Linear(4, 2)
+        resumed = pcomm.optim.DiLoCo(other, torch.optim.AdamW(other.parameters(), lr=1.0), comm, sync_every=5)
+        resumed.load_state_dict(opt.state_dict())
+        assert resumed.param_groups is resumed.inner.param_groups and resumed.state is resumed.inner.state
+        assert len(resumed.state) == 2, "the inner AdamW moments came with the checkpoint"
+        lr = resumed.inner.param_groups[0]["lr"]
+        assert lr == pytest.approx(1e-2 * 0.5**4)
+        sched = torch.optim.lr_scheduler.StepLR(resumed, 1, gamma=0.5)
+        with warnings.catch_warnings():  # torch notes that no optimizer step came before
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+            sched.step()
+        assert resumed.inner.param_groups[0]["lr"] == pytest.approx(lr * 0.5)
 
 
 def run_threads(fns, timeout=60):

@@ -51,7 +51,9 @@ class AsyncDiLoCo(DiLoCo):
         self.outer.shared.revision += 1
 
     def flush(self) -> None:
-        """Applies the outer step still in flight (call it once after the last step)."""
+        """Applies the outer step still in flight (call it once after the last step, on
+        every peer: it ends with an outer boundary, a collective)."""
+        self._join()
         self._apply_pending()
         self.outer.load_into_model()
         self._boundary()

@@ -97,7 +97,16 @@ class DiLoCo(torch.optim.Optimizer):
         there: the newest offer wins over the content of freshly initialised peers."""
         if self._joined:
             return
-        self._sync_state(self._strategy)
+        for attempt in range(MAX_RETRIES):
+            try:
+                if attempt:  # the others run their whole boundary again (see _boundary)
+                    self.comm.update_topology()
+                self._sync_state(self._strategy)
+                break
+            except AbortedError as e:
+                if attempt == MAX_RETRIES - 1:
+                    raise
+                log.warning("joining the run's state was interrupted, running it again: %s", e)
         self._joined = True
         self._join_hook.remove()
         self.local_step = self.outer.shared.revision * self.sync_every  # the run's phase
@@ -127,7 +136,7 @@ class DiLoCo(torch.optim.Optimizer):
         outer step (``torch.save`` it). It describes the last outer step, so take it right
         after one (``opt.local_step % opt.sync_every == 0``): inner steps since then are not
         in it (and with StreamingDiLoCo, fragments stepped since would step again). With
-        AsyncDiLoCo, ``flush()`` first. Resume with ``load_state_dict()`` right after
+        AsyncDiLoCo, ``flush()`` first, on every peer (it is a collective). Resume with ``load_state_dict()`` right after
         construction (or ``checkpoint=``)."""
         self._join()
         return {
@@ -141,7 +150,9 @@ class DiLoCo(torch.optim.Optimizer):
         """Loads a checkpoint from ``state_dict()``, before the optimizer or the model is
         used. At the first boundary this peer offers it to the others: the newest offer
         (highest outer step) wins, so one peer's checkpoint resumes a run of fresh peers,
-        and peers that each load their own end on the newest."""
+        and peers that each load their own end on the newest. An offer never rolls back
+        peers further ahead (a peer restarted into a live run takes the run's state). A
+        peer whose offer lost keeps the inner optimizer state it loaded."""
         if self._joined:
             raise InvalidArgumentError(
                 "load_state_dict() must come right after constructing the optimizer, before the first "
@@ -159,6 +170,9 @@ class DiLoCo(torch.optim.Optimizer):
                 raise InvalidArgumentError(f"the checkpoint's '{name}' has shape {tuple(theirs[name].shape)}, "
                                            f"the model's {tuple(t.shape)}")
         self.inner.load_state_dict(state_dict["inner"])
+        # torch's load_state_dict replaces the inner optimizer's groups and state: share
+        # the new ones, or schedulers built on this optimizer would set a dead lr.
+        self.param_groups, self.state = self.inner.param_groups, self.inner.state
         with torch.no_grad():
             for name, t in mine.items():
                 t.copy_(theirs[name])
