@@ -116,7 +116,7 @@ void register_peer(py::module_& m) {
              for (const auto& [name, ptr, nbytes, dtype, shape] : items) {
                tensors.push_back(peer::StateTensor{name, dtype, shape, reinterpret_cast<void*>(ptr), nbytes});
              }
-             if (strategy > static_cast<uint8_t>(proto::SyncStrategy::kOffer)) throw InvalidArgument("unknown sync strategy");
+             if (strategy > proto::kLastSyncStrategy) throw InvalidArgument("unknown sync strategy");
              peer::SyncResult r;
              // Hashing, transfer and waits need no Python: run without the GIL.
              interruptible([&] {

@@ -480,7 +480,7 @@ void Coordinator::on_closed(uint64_t conn_id, const std::string& reason) {
   }
   if (membership_.knows(peer)) {
     if (!left) log_.info("peer ", peer, " lost: ", reason);
-    apply(membership_.on_lost(peer, Clock::now(), left ? "left" : "lost: " + reason));
+    apply(membership_.on_lost(peer, Clock::now(), left ? proto::kLeftReason : "lost: " + reason));
   }
 }
 

@@ -197,7 +197,7 @@ Actions Membership::drop(const std::map<std::string, std::string>& reasons) {
     if (!peers_.count(peer)) continue;
     out.push_back(make_action(Action::Kind::kDrop, peer));
     out.back().reason = "dropped: it " + reason;
-    if (std::find(ring_.begin(), ring_.end(), peer) != ring_.end()) departed_.push_back({peer, out.back().reason});
+    if (is_accepted(peer)) departed_.push_back({peer, out.back().reason});
     peers_.erase(peer);
     waiters_.erase(peer);
     releasing_.erase(peer);

@@ -70,7 +70,7 @@ class Membership {
   Actions on_links_failed(const std::string& peer, uint64_t epoch, const std::string& neighbour,
                           TimePoint now);
   // Socket closed or clean leave; no Drop action is emitted for the peer itself. The
-  // reason ("left" for a clean leave) reaches the survivors in the next Topology.
+  // reason (proto::kLeftReason for a clean leave) reaches the survivors in the next Topology.
   Actions on_lost(const std::string& peer, TimePoint now, const std::string& reason = "lost");
   // Heartbeat deadlines: emits a Drop for every expired peer and the resulting changes.
   Actions on_tick(TimePoint now);

@@ -31,8 +31,10 @@ namespace pcomm::coord {
 //  2. If any participant is send_only, the content of the send_only participants wins;
 //     they must agree with each other (otherwise: error).
 //  3. Otherwise, if any participant offers (a resumed checkpoint), the offered content
-//     with the highest revision wins; among offers of one revision, the most offered,
-//     then the smaller list of hashes. Offering peers holding an older offer receive it.
+//     with the highest revision wins, unless a voter holds a higher revision still (an
+//     offer never rolls back a run further ahead; then rule 4, offers voting as usual).
+//     Among offers of one revision, the most offered, then the smaller list of hashes.
+//     Offering peers holding an older offer receive the winner.
 //  4. Otherwise the content held by the most voters wins; a tie goes to the higher
 //     revision, then to the lexicographically smaller list of hashes (deterministic).
 // Returns the index (into votes) of a voter holding the chosen content, or throws

@@ -74,7 +74,7 @@ void Communicator::on_topology(const proto::Topology& topology) {
                              [&](const proto::Departure& d) { return d.peer_id == id; });
     if (said == topology.gone.end()) {
       log_.warn("peer ", id, " is no longer in the ring (epoch ", topology.epoch, ")");
-    } else if (said->reason == "left") {
+    } else if (said->reason == proto::kLeftReason) {
       log_.info("peer ", id, " left the ring (epoch ", topology.epoch, ")");
     } else {
       log_.warn("peer ", id, " is no longer in the ring (epoch ", topology.epoch, "): ", said->reason);

@@ -157,8 +157,9 @@ struct RingMember {
   bool operator==(const RingMember&) const = default;
 };
 
-// A ring member that is not in the next epoch, and why ("left" for a clean leave), so
-// survivors can tell a departure from a loss in their logs.
+// A ring member that is not in the next epoch, and why (kLeftReason for a clean leave),
+// so survivors can tell a departure from a loss in their logs.
+inline constexpr const char* kLeftReason = "left";
 struct Departure {
   std::string peer_id;
   std::string reason;

@@ -29,7 +29,7 @@ StateVote StateVote::decode(const uint8_t* data, size_t size) {
   StateVote m;
   m.call = r.u64();
   uint8_t strategy = r.u8();
-  if (strategy > static_cast<uint8_t>(SyncStrategy::kOffer)) throw ProtocolError("unknown sync strategy " + std::to_string(strategy));
+  if (strategy > kLastSyncStrategy) throw ProtocolError("unknown sync strategy " + std::to_string(strategy));
   m.strategy = static_cast<SyncStrategy>(strategy);
   m.revision = r.u64();
   uint32_t n = r.count(4 + 1 + 4 + 8 + 8);

@@ -19,6 +19,7 @@ using StateMsg = MsgType;
 
 // kOffer: a checkpoint offered to the run; the newest offer wins (coord/state_sync.h).
 enum class SyncStrategy : uint8_t { kEnforcePopular = 0, kReceiveOnly = 1, kSendOnly = 2, kOffer = 3 };
+inline constexpr uint8_t kLastSyncStrategy = static_cast<uint8_t>(SyncStrategy::kOffer);
 
 struct TensorMeta {
   std::string name;

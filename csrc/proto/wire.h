@@ -26,7 +26,7 @@
 namespace pcomm::proto {
 
 inline constexpr std::array<uint8_t, 4> kMagic = {'P', 'C', 'O', 'M'};
-inline constexpr uint16_t kProtocolVersion = 6;  // 2: NAT traversal; 3: TLS, link keys, AuthenticationError; 4: run id, peer reports; 5: terms, Rejoin; 6: the offer sync strategy
+inline constexpr uint16_t kProtocolVersion = 6;  // 2: NAT traversal; 3: TLS, link keys, AuthenticationError; 4: run id, peer reports; 5: terms, Rejoin; 6: the offer sync strategy, Topology.gone
 inline constexpr size_t kHeaderSize = 12;
 // Control frames (coordinator link, link handshakes) never need more than this.
 inline constexpr uint32_t kMaxControlPayload = 1u << 20;

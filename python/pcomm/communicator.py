@@ -320,7 +320,7 @@ class Communicator:
         update the tensors. strategy: "enforce_popular" (default), "receive_only" (never a
         source, not counted in the vote), "send_only" (authoritative: its content wins and
         it is never overwritten) or "offer" (a resumed checkpoint: the offer with the highest
-        revision wins over the others' content). On failure the state keeps its previous
+        revision wins over the others' content, unless a peer is further ahead). On failure the state keeps its previous
         content exactly. docs/state.md has the whole rule.
         """
         if not isinstance(state, SharedState):

@@ -97,16 +97,7 @@ class DiLoCo(torch.optim.Optimizer):
         there: the newest offer wins over the content of freshly initialised peers."""
         if self._joined:
             return
-        for attempt in range(MAX_RETRIES):
-            try:
-                if attempt:  # the others run their whole boundary again (see _boundary)
-                    self.comm.update_topology()
-                self._sync_state(self._strategy)
-                break
-            except AbortedError as e:
-                if attempt == MAX_RETRIES - 1:
-                    raise
-                log.warning("joining the run's state was interrupted, running it again: %s", e)
+        self._admit_and_sync(self._strategy, admit=False)
         self._joined = True
         self._join_hook.remove()
         self.local_step = self.outer.shared.revision * self.sync_every  # the run's phase
@@ -136,8 +127,8 @@ class DiLoCo(torch.optim.Optimizer):
         outer step (``torch.save`` it). It describes the last outer step, so take it right
         after one (``opt.local_step % opt.sync_every == 0``): inner steps since then are not
         in it (and with StreamingDiLoCo, fragments stepped since would step again). With
-        AsyncDiLoCo, ``flush()`` first, on every peer (it is a collective). Resume with ``load_state_dict()`` right after
-        construction (or ``checkpoint=``)."""
+        AsyncDiLoCo, ``flush()`` first, on every peer (it is a collective). Resume with
+        ``load_state_dict()`` right after construction (or ``checkpoint=``)."""
         self._join()
         return {
             "format": kCheckpointFormat,
@@ -207,18 +198,8 @@ class DiLoCo(torch.optim.Optimizer):
         return info.world_size
 
     def _boundary(self) -> None:
-        """Admit newcomers, then make θ_global and the momentum identical everywhere.
-        A coordinator lost meanwhile aborts the calls (AbortedError, state intact): once
-        the peer is back with a coordinator, the whole boundary runs again."""
-        for attempt in range(MAX_RETRIES):
-            try:
-                self.comm.update_topology()
-                self._sync_state()
-                break
-            except AbortedError as e:
-                if attempt == MAX_RETRIES - 1:
-                    raise
-                log.warning("outer boundary %d interrupted, running it again: %s", self.outer_step, e)
+        """Admit newcomers, then make θ_global and the momentum identical everywhere."""
+        self._admit_and_sync("enforce_popular", admit=True)
         self.comm.set_step(self.outer_step)  # `pcomm status` shows it
         if self.progress is not None:
             try:
@@ -226,7 +207,21 @@ class DiLoCo(torch.optim.Optimizer):
             except Exception as e:  # metadata must never stop training
                 log.warning("progress report failed (training goes on): %s", e)
 
-    def _sync_state(self, strategy: str = "enforce_popular") -> None:
-        info = self.comm.sync_shared_state(self.outer.shared, strategy=strategy)
-        if info.tensors_received:
-            self.outer.load_into_model()
+    def _admit_and_sync(self, strategy: str, admit: bool) -> None:
+        """update_topology() (unless ``admit`` is False: the first boundary, where connect()
+        or the others' update_topology just admitted this peer), then the state sync. A
+        coordinator lost meanwhile aborts the calls (AbortedError, state intact): once the
+        peer is back with a coordinator, the whole boundary runs again, admission included,
+        as it does on every other peer."""
+        for attempt in range(MAX_RETRIES):
+            try:
+                if admit or attempt:
+                    self.comm.update_topology()
+                info = self.comm.sync_shared_state(self.outer.shared, strategy=strategy)
+                if info.tensors_received:
+                    self.outer.load_into_model()
+                return
+            except AbortedError as e:
+                if attempt == MAX_RETRIES - 1:
+                    raise
+                log.warning("outer boundary %d interrupted, running it again: %s", self.outer.shared.revision, e)
