@@ -24,6 +24,16 @@ def test_a_peer_waiting_elsewhere_or_running_an_op_is_not_idle():
         "d": "did not call all_reduce with tag 1 within the straggler timeout (10 s) while 2 peer(s) waited in it"}
 
 
+def test_a_peer_that_just_left_another_call_gets_the_full_timeout():
+    # c waited in all_reduce tag 2 until its own deadline (t=12): from then it is idle,
+    # and the old update_topology stall (since t=0) drops it only at t=22, not at once.
+    stall = (TOPOLOGY, 0, 0.0, ["a"], ["c"])
+    assert core._stragglers([stall], [], 21.9, 10.0, last_not_idle={"c": 12.0}) == {}
+    assert list(core._stragglers([stall], [], 22.0, 10.0, last_not_idle={"c": 12.0})) == ["c"]
+    # Seen busy before the stall began: the stall's own start counts.
+    assert list(core._stragglers([stall], [], 10.0, 10.0, last_not_idle={"c": -5.0})) == ["c"]
+
+
 def test_the_oldest_stall_names_the_reason_and_each_peer_is_named_once():
     stalls = [(STATE, 0, 0.0, ["a"], ["c"]), (COLLECTIVE, 0, 1.0, ["a", "b"], ["c"])]
     out = core._stragglers(stalls, [], 20.0, 10.0)

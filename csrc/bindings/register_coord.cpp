@@ -281,10 +281,14 @@ void register_coord(py::module_& m) {
       })
       .def_property_readonly("busy", &coord::Collectives::busy)
       .def_property_readonly("running", &coord::Collectives::running);
-  // The straggler rule over stalls given as (kind, tag, since, entered, missing).
-  m.def("_stragglers", [](const std::vector<std::tuple<int, uint32_t, double, std::vector<std::string>,
-                                                        std::vector<std::string>>>& stalls,
-                          const std::vector<std::string>& busy, double now, double timeout) {
+  // The straggler rule over stalls given as (kind, tag, since, entered, missing);
+  // last_not_idle maps a peer to the last time it was seen in a barrier or busy.
+  m.def(
+      "_stragglers",
+      [](const std::vector<std::tuple<int, uint32_t, double, std::vector<std::string>, std::vector<std::string>>>&
+             stalls,
+         const std::vector<std::string>& busy, double now, double timeout,
+         const std::map<std::string, double>& last_not_idle) {
     std::vector<coord::Stall> v;
     for (const auto& [kind, tag, since, entered, missing] : stalls) {
       coord::Stall st;
@@ -295,9 +299,13 @@ void register_coord(py::module_& m) {
       st.missing = missing;
       v.push_back(st);
     }
-    return coord::stragglers(v, std::set<std::string>(busy.begin(), busy.end()), at_seconds(now),
+    std::map<std::string, TimePoint> seen;
+    for (const auto& [peer, at] : last_not_idle) seen[peer] = at_seconds(at);
+    return coord::stragglers(v, std::set<std::string>(busy.begin(), busy.end()), seen, at_seconds(now),
                              seconds_to_duration(timeout));
-  });
+      },
+      py::arg("stalls"), py::arg("busy"), py::arg("now"), py::arg("timeout"),
+      py::arg("last_not_idle") = std::map<std::string, double>{});
   // The term rule (coord/terms.h) over re-registrations given as (peer, term, epoch, ring).
   // Returns (form, ring, epoch, reason).
   m.def("_decide_term", [](const std::vector<std::tuple<std::string, uint64_t, uint64_t, std::vector<std::string>>>& regs,

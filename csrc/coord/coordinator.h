@@ -244,6 +244,7 @@ class Coordinator {
   std::condition_variable watch_cv_;
   bool watch_stop_ = false;
   std::map<std::pair<uint8_t, uint32_t>, std::vector<std::string>> notified_;  // stall -> missing peers last told
+  std::map<std::string, TimePoint> last_not_idle_;  // ring member -> last tick it was in a barrier or busy
   mutable std::mutex snapshot_mutex_;
   Snapshot snapshot_;
 };

@@ -12,17 +12,26 @@ std::string describe(const Stall& stall) {
   return "a collective call";
 }
 
-std::map<std::string, std::string> stragglers(const std::vector<Stall>& stalls, const std::set<std::string>& busy,
-                                              TimePoint now, Duration straggler_timeout) {
-  std::set<std::string> waiting = busy;  // in some barrier or running: not idle
+std::set<std::string> not_idle(const std::vector<Stall>& stalls, const std::set<std::string>& busy) {
+  std::set<std::string> out = busy;
   for (const auto& s : stalls) {
-    for (const auto& [peer, call] : s.entered) waiting.insert(peer);
+    for (const auto& [peer, call] : s.entered) out.insert(peer);
   }
+  return out;
+}
+
+std::map<std::string, std::string> stragglers(const std::vector<Stall>& stalls, const std::set<std::string>& busy,
+                                              const std::map<std::string, TimePoint>& last_not_idle, TimePoint now,
+                                              Duration straggler_timeout) {
+  std::set<std::string> waiting = not_idle(stalls, busy);
   std::map<std::string, std::string> out;
   for (const auto& s : stalls) {
-    if (now - s.since < straggler_timeout) continue;
     for (const auto& peer : s.missing) {
       if (waiting.count(peer) || out.count(peer)) continue;
+      TimePoint idle_from = s.since;
+      auto seen = last_not_idle.find(peer);
+      if (seen != last_not_idle.end() && seen->second > idle_from) idle_from = seen->second;
+      if (now - idle_from < straggler_timeout) continue;
       out[peer] = "did not call " + describe(s) + " within the straggler timeout (" +
                   format_seconds(straggler_timeout) + ") while " + std::to_string(s.entered.size()) +
                   " peer(s) waited in it";

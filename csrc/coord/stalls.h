@@ -7,10 +7,12 @@
 //  - tells the members who entered which peers they are waiting for (Waiting, once the
 //    stall is kWaitingNotice old and whenever that set changes), so a call that times
 //    out can name them;
-//  - drops, once the stall is straggler_timeout old, every missing peer that is idle:
-//    in no barrier and running no operation (a hung data loader, a stuck GPU). All of
-//    them at once, whatever barrier they hold up; the members who entered continue with
-//    the smaller world. A missing peer that waits in another barrier is not idle: two
+//  - drops every missing peer that has been idle for straggler_timeout while the stall
+//    lasted: in no barrier and running no operation (a hung data loader, a stuck GPU).
+//    A peer's clock starts at the later of the stall's start and the last time it was
+//    seen not idle, so a peer that just left another call (its own deadline ran out)
+//    gets the full timeout. All of them at once, whatever barrier they hold up; the
+//    members who entered continue with the smaller world. A missing peer that waits in another barrier is not idle: two
 //    groups waiting in different barriers is a program bug that each caller's deadline
 //    reports (naming the peers), not a reason to drop anyone.
 #pragma once
@@ -42,7 +44,12 @@ std::string describe(const Stall& stall);
 
 // The peers to drop now under the rule above, each with the reason it is told.
 // busy: peers running an operation (started collectives, a planned state sync).
+// last_not_idle: when each peer was last seen in a barrier or busy (absent: never).
 std::map<std::string, std::string> stragglers(const std::vector<Stall>& stalls, const std::set<std::string>& busy,
-                                              TimePoint now, Duration straggler_timeout);
+                                              const std::map<std::string, TimePoint>& last_not_idle, TimePoint now,
+                                              Duration straggler_timeout);
+
+// The peers that are not idle now: busy, or entered in some stall.
+std::set<std::string> not_idle(const std::vector<Stall>& stalls, const std::set<std::string>& busy);
 
 }  // namespace pcomm::coord

@@ -36,8 +36,8 @@ class Coordinator(NativeServer):
         insecure: allow listening on a non-loopback address without a secret (anyone
             who reaches the port can then join and read the run).
         straggler_timeout: when some ring members wait in update_topology, an all_reduce
-            or a sync_shared_state and others have not called it for this long (seconds),
-            every one of those others that waits in no call of its own is dropped at once
+            or a sync_shared_state and others have been idle (in no call) that long while
+            it waited (seconds), every one of those idle peers is dropped at once
             (a hung data loader, a stuck GPU) and the rest go on with the smaller world;
             the dropped peer gets ``PeerLostError`` saying why. ``None``: never.
         state_dir: a directory where the coordinator keeps its term and last ring
