@@ -190,6 +190,60 @@ def test_an_optimizer_dropped_before_its_first_use_leaves_the_model_alone(coordi
         assert opt.outer_step == 2 and len(model._forward_pre_hooks) == 0
 
 
+def test_the_first_use_hook_survives_pickling_child_forwards_and_threads(coordinator):
+    """Before its first use the optimizer's join hook sits on the model and each
+    submodule: torch.save(model) and deepcopy still work (the copy's hook is inert), a
+    first forward through a child module joins, and forwards from two threads join once."""
+    import copy
+    import io
+    import threading
+
+    def joined(opt):  # load_state_dict is refused once the peer has taken the run's state
+        try:
+            opt.load_state_dict({"format": "probe"})
+        except pcomm.errors.InvalidArgumentError as e:
+            return "must come right after" in str(e)
+        return False
+
+    def hooks(model):
+        return sum(len(m._forward_pre_hooks) for m in model.modules())
+
+    with pcomm.Communicator(coordinator.address, timeout=10) as comm:
+        comm.connect()
+        model = make_model(0)
+        opt = pcomm.optim.DiLoCo(model, torch.optim.SGD(model.parameters(), lr=0.1), comm, sync_every=2)
+        assert hooks(model) == len(list(model.modules()))
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False)
+        twin = copy.deepcopy(model)
+        x = torch.ones(3, model[0].in_features)
+        loaded(x), twin(x)
+        assert not joined(opt), "a copy's forward joined the run for the original optimizer"
+        model[0](x)  # a child module first
+        assert joined(opt) and hooks(model) == 0
+
+    with pcomm.Communicator(coordinator.address, timeout=10) as comm:
+        comm.connect()
+        model2 = make_model(0)
+        opt2 = pcomm.optim.DiLoCo(model2, torch.optim.SGD(model2.parameters(), lr=0.1), comm, sync_every=2)
+        errors = []
+
+        def forward():
+            try:
+                model2(x)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=forward) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == [] and joined(opt2) and hooks(model2) == 0
+
+
 def test_a_layout_mismatch_names_the_model_parameter(coordinator):
     """Two peers whose models differ: the error names the parameter ("0.bias"), not an
     internal tensor number."""

@@ -8,8 +8,9 @@ the averaged pseudo-gradient Δ = θ_global − θ_local (outer Nesterov SGD).
 Outer steps are collectives: every peer's step() reaches them together. At each outer
 boundary the peers also run update_topology() (admitting newcomers) and
 sync_shared_state() (a newcomer receives θ_global and the outer momentum exactly).
-Construct it on every peer right after connect(). Its first use (the model's first
-forward, or the first zero_grad(), step(), state_dict() or outer_step) is such a boundary
+Construct it on every peer right after connect(). Its first use (the first forward
+through the model or any of its submodules, or the first zero_grad(), step(),
+state_dict() or outer_step) is such a boundary
 too: the peer joins the run's state there, so ``opt.load_state_dict(checkpoint)`` right
 after construction resumes from a checkpoint as with any torch optimizer.
 With ``progress=ProgressBoard(store)`` each outer boundary also publishes this peer's
@@ -19,6 +20,7 @@ step and throughput into the run's CRDT store (``pcomm progress`` shows them).
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from typing import Any
 
@@ -31,17 +33,28 @@ log = logging.getLogger("pcomm.optim")
 kCheckpointFormat = "pcomm.diloco/1"
 
 
-def _join_on_forward(optimizer: "weakref.ref[DiLoCo]"):
-    """The model's forward pre-hook: it holds the optimizer weakly, so an optimizer that
-    was dropped before its first use (say, rebuilt after a wrong checkpoint) neither
-    lives on in the model nor syncs on its next forward."""
+class _JoinOnForward:
+    """The forward pre-hook on the model and every submodule: the first forward through
+    any of them (``model.encoder(x)`` too) joins the run. It holds the optimizer weakly,
+    so an optimizer dropped before its first use (say, rebuilt after a wrong checkpoint)
+    neither lives on in the model nor syncs on its next forward. A pickled or deep-copied
+    model (``torch.save(model)``, an EMA copy) carries an inert hook, not the optimizer."""
 
-    def hook(_module, _args) -> None:
-        opt = optimizer()
+    def __init__(self, optimizer: "DiLoCo | None" = None) -> None:
+        self._optimizer = None if optimizer is None else weakref.ref(optimizer)
+
+    def __call__(self, _module, _args) -> None:
+        opt = None if self._optimizer is None else self._optimizer()
         if opt is not None:
             opt._join()
 
-    return hook
+    def __reduce__(self):
+        return (_JoinOnForward, ())
+
+
+def _remove_all(handles: list) -> None:
+    for h in handles:
+        h.remove()
 
 
 class DiLoCo(torch.optim.Optimizer):
@@ -85,9 +98,11 @@ class DiLoCo(torch.optim.Optimizer):
         # can come between construction and training. connect() (or the others'
         # update_topology) just returned, so everyone continues with that state sync.
         self._joined = False
+        self._join_lock = threading.RLock()  # a forward from a second thread waits for the join
         self._strategy = "enforce_popular"
-        self._join_hook = model.register_forward_pre_hook(_join_on_forward(weakref.ref(self)))
-        weakref.finalize(self, self._join_hook.remove)
+        hook = _JoinOnForward(self)
+        self._join_hooks = [m.register_forward_pre_hook(hook) for m in model.modules()]
+        weakref.finalize(self, _remove_all, self._join_hooks)
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
 
@@ -97,12 +112,15 @@ class DiLoCo(torch.optim.Optimizer):
         there: the newest offer wins over the content of freshly initialised peers."""
         if self._joined:
             return
-        self._admit_and_sync(self._strategy, admit=False)
-        self._joined = True
-        self._join_hook.remove()
-        self.local_step = self.outer.shared.revision * self.sync_every  # the run's phase
-        self.outer.load_into_model()
-        self.comm.set_step(self.outer_step)
+        with self._join_lock:
+            if self._joined:
+                return
+            self._admit_and_sync(self._strategy, admit=False)
+            self._joined = True
+            _remove_all(self._join_hooks)
+            self.local_step = self.outer.shared.revision * self.sync_every  # the run's phase
+            self.outer.load_into_model()
+            self.comm.set_step(self.outer_step)
 
     def _fragments(self, params: list) -> list[list[int]]:
         return [list(range(len(params)))]
