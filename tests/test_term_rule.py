@@ -55,7 +55,7 @@ def test_a_restart_with_a_state_dir_never_reuses_a_term(tmp_path):
             terms.append((coord.term, coord.role, coord.run_id))
     # A new run starts at term 1; each restart takes the next term (next_term: the
     # count in the high bits goes up by one, the low bits are random).
-    assert terms[0][0] == 1 and [t >> 16 for t, _, _ in terms] == [0, 1, 2]
+    assert terms[0][0] == 1 and [t >> 32 for t, _, _ in terms] == [0, 1, 2]
     assert terms[0][0] < terms[1][0] < terms[2][0]
     assert all(role == "serving" for _, role, _ in terms)
     assert len({r for _, _, r in terms}) == 1  # the same incarnation goes on
@@ -85,13 +85,13 @@ def test_failover_arguments_are_checked():
 
 
 def test_term_numbers_grow_and_differ_in_their_random_low_bits():
-    tie = 1 << 16
+    tie = 1 << 32
     assert _pcomm._next_term(0, 0) == tie + 1  # never a 0 tie: that is the "no term" value's
     first = _pcomm._next_term(0, 12345)
     assert first == tie + 12345 % (tie - 1) + 1
     # Two coordinators forming a term from the same knowledge get different numbers
     # (unless their random draws match), both above every term known.
     a, b = _pcomm._next_term(first, 7), _pcomm._next_term(first, 8)
-    assert a != b and min(a, b) > first and a >> 16 == b >> 16 == 2
+    assert a != b and min(a, b) > first and a >> 32 == b >> 32 == 2
     assert _pcomm._next_term(max(a, b), 0) > max(a, b)
     assert _pcomm._next_term(2**63, 2**64 - 1) > 2**63

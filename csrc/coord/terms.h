@@ -41,7 +41,7 @@ struct TermDecision {
 // two coordinators that form a term from the same knowledge (a frozen one waking up to
 // stale re-registrations while another formed one) get different numbers and the higher
 // one wins everywhere; equal numbers would leave peers unable to tell the terms apart.
-inline constexpr int kTermTieBits = 16;
+inline constexpr int kTermTieBits = 32;  // two draws collide with probability 2^-32
 inline uint64_t next_term(uint64_t highest_known, uint64_t random) {
   uint64_t tie = random % ((uint64_t{1} << kTermTieBits) - 1) + 1;
   return (((highest_known >> kTermTieBits) + 1) << kTermTieBits) | tie;
