@@ -200,7 +200,7 @@ def test_a_frozen_primary_cannot_split_the_run(procs):
     assert terms == {pcomm._pcomm.coordinator_status(standby, b"", 5)["term"]} and len(terms) == 1
 
 
-def test_a_peer_that_dies_while_the_coordinator_is_down_is_dropped(procs):
+def test_a_peer_that_dies_while_the_coordinator_is_down_is_dropped(procs, capfd):
     address = free_address()
     procs.append(CoordinatorProcess(HEARTBEAT, listen=address, args=["--gather-window", "1"]))
     comms = peers(procs, address, N - 1)
@@ -214,6 +214,7 @@ def test_a_peer_that_dies_while_the_coordinator_is_down_is_dropped(procs):
     for t in admitting:
         t.join(60)
     assert victim.reply()["ok"] and [c.world_size for c in comms] == [N] * (N - 1)
+    victim_id = victim.ok("info")["peer_id"]
     victim.send("loop", index=N - 1, start=0, count=100000)
     loop = Loop(comms)
     assert wait_for(lambda: loop.done() >= 20, 30)
@@ -228,6 +229,10 @@ def test_a_peer_that_dies_while_the_coordinator_is_down_is_dropped(procs):
 
     loop.check(sums)
     assert [c.world_size for c in comms] == [N - 1] * (N - 1)
+    # The coordinator of the new term tells the survivors why the victim is gone.
+    err = capfd.readouterr().err
+    assert f"peer {victim_id} is no longer in the ring" in err, err
+    assert "did not re-register with the coordinator that took over (a majority" in err, err
 
 
 @pytest.mark.parametrize("call", ["all_reduce", "sync_shared_state"])

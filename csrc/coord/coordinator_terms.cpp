@@ -190,6 +190,14 @@ void Coordinator::form_term(const TermDecision& decision, TimePoint now) {
     members.push_back({id, g.rejoin.data_address, g.rejoin.observed_address, g.rejoin.nat});
     send_term_welcome(c, id);
   }
+  // The last ring's members that did not come back, so survivors log why they are gone
+  // (before gathered_, which holds `newest`, is cleared).
+  std::vector<proto::Departure> gone;
+  for (const auto& id : newest->rejoin.ring) {
+    if (std::find(decision.ring.begin(), decision.ring.end(), id) == decision.ring.end()) {
+      gone.push_back({id, "did not re-register with the coordinator that took over (" + decision.reason + ")"});
+    }
+  }
   unconfirmed_ = std::set<std::string>(decision.ring.begin(), decision.ring.end());
   std::string ids;
   for (const auto& id : decision.ring) ids += (ids.empty() ? "" : ", ") + id;
@@ -197,7 +205,7 @@ void Coordinator::form_term(const TermDecision& decision, TimePoint now) {
   resolve_pending_ops();  // before the topology, so every pending op is decided first
   gathered_.clear();
   lost_claims_.clear();
-  apply(membership_.restore(members, decision.epoch, now));
+  apply(membership_.restore(members, decision.epoch, now, gone));
   persist();
   take_deferred_hellos();
   publish_snapshot();

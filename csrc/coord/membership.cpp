@@ -218,8 +218,10 @@ Actions Membership::drop(const std::map<std::string, std::string>& reasons) {
   return out;
 }
 
-Actions Membership::restore(const std::vector<proto::RingMember>& ring, uint64_t epoch, TimePoint now) {
+Actions Membership::restore(const std::vector<proto::RingMember>& ring, uint64_t epoch, TimePoint now,
+                            const std::vector<proto::Departure>& gone) {
   Actions out;
+  departed_.insert(departed_.end(), gone.begin(), gone.end());
   std::vector<std::string> ids;
   for (const auto& m : ring) {
     peers_[m.peer_id] = PeerRecord{m.data_address, m.observed_address.empty() ? m.data_address : m.observed_address,

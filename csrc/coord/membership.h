@@ -93,8 +93,10 @@ class Membership {
   // A new term (coord/terms.h): these re-registered peers become the ring, in this
   // order, followed by ring members that joined before they came back, at `epoch` (or
   // the next epoch, if that is later). Pending peers stay pending; barriers start over.
-  // Emits the epoch's Topology.
-  Actions restore(const std::vector<proto::RingMember>& ring, uint64_t epoch, TimePoint now);
+  // Emits the epoch's Topology, whose `gone` lists these departures (the last ring's
+  // members that did not come back).
+  Actions restore(const std::vector<proto::RingMember>& ring, uint64_t epoch, TimePoint now,
+                  const std::vector<proto::Departure>& gone = {});
 
   uint64_t epoch() const { return epoch_; }
   const std::vector<std::string>& ring() const { return ring_; }
