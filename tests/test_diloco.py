@@ -17,7 +17,7 @@ from harness import _Proc, wait_for
 
 WORKER = os.path.join(os.path.dirname(__file__), "diloco_worker.py")
 sys.path.insert(0, os.path.dirname(__file__))
-from diloco_worker import make_model, shard  # noqa: E402
+from diloco_worker import digest, make_model, shard  # noqa: E402
 
 
 class DiLoCoPeer(_Proc):
@@ -345,6 +345,59 @@ def run_threads(fns, timeout=60):
     for t in threads:
         t.join(timeout)
     assert not errors, errors
+
+
+def test_newcomers_that_outnumber_the_run_never_roll_it_back(coordinator):
+    """One peer trains to outer step 2, then two fresh peers (the same initial model) are
+    admitted at one boundary. They outnumber it, but its state is the run's progress:
+    they take its outer step and bits, and it never goes back (found by
+    stress/diloco_churn.py, where the run fell back to outer step 0)."""
+    import threading
+
+    comms = [pcomm.Communicator(coordinator.address, timeout=20) for _ in range(3)]
+    models = [make_model(0) for _ in range(3)]
+    opts = [None] * 3
+    history, joined, steps = {}, {}, []  # the incumbent's θ_global at each outer step it reached
+    ready = threading.Event()
+
+    def train(i, until):
+        x, y = shard(i)
+        while opts[i].outer_step < until:
+            opts[i].zero_grad()
+            torch.nn.functional.mse_loss(models[i](x), y).backward()
+            opts[i].step()
+            if i == 0 and (not steps or steps[-1] != opts[0].outer_step):
+                history[opts[0].outer_step] = [g.clone() for g in opts[0].outer.globals]
+                steps.append(opts[0].outer_step)
+
+    def make(i):
+        opts[i] = pcomm.optim.DiLoCo(models[i], torch.optim.SGD(models[i].parameters(), lr=0.1), comms[i], sync_every=2)
+
+    def incumbent():
+        comms[0].connect()
+        make(0)
+        train(0, 2)
+        ready.set()
+        assert wait_for(lambda: coordinator.pending_peers == 2, 30), "the newcomers never said hello"
+        train(0, 5)  # the next boundary admits both at once
+
+    def newcomer(i):
+        assert ready.wait(30)
+        comms[i].connect()
+        make(i)
+        joined[i] = (opts[i].outer_step, [g.clone() for g in opts[i].outer.globals])  # the first use joins
+        train(i, 5)
+
+    try:
+        run_threads([incumbent, lambda: newcomer(1), lambda: newcomer(2)])
+    finally:
+        for c in comms:
+            c.close()
+    assert steps == list(range(6)), f"the incumbent's outer steps went {steps}"
+    for i in (1, 2):
+        step, theta = joined[i]
+        assert step >= 2 and all(torch.equal(a, b) for a, b in zip(theta, history[step])), (i, step)
+    assert len({digest(o.outer.globals) for o in opts}) == 1 and all(o.outer_step == 5 for o in opts)
 
 
 @pytest.mark.parametrize("variant,older", [("sync", False), ("streaming", False), ("sync", True)])

@@ -31,6 +31,11 @@ from ._outer import MAX_RETRIES, OuterState, all_reduce_mean, check_args, traina
 
 log = logging.getLogger("pcomm.optim")
 kCheckpointFormat = "pcomm.diloco/1"
+# Every boundary's state sync votes "offer": the newest revision (the run's progress, or
+# the newest checkpoint loaded) wins, and popularity only decides among equal revisions.
+# With "enforce_popular", fresh peers with the same initial model that outnumber the run
+# at one boundary would roll it back to outer step 0.
+kStateVote = "offer"
 
 
 class _JoinOnForward:
@@ -99,7 +104,6 @@ class DiLoCo(torch.optim.Optimizer):
         # update_topology) just returned, so everyone continues with that state sync.
         self._joined = False
         self._join_lock = threading.RLock()  # a forward from a second thread waits for the join
-        self._strategy = "enforce_popular"
         hook = _JoinOnForward(self)
         self._join_hooks = [m.register_forward_pre_hook(hook) for m in model.modules()]
         weakref.finalize(self, _remove_all, self._join_hooks)
@@ -108,14 +112,15 @@ class DiLoCo(torch.optim.Optimizer):
 
     def _join(self) -> None:
         """The construction boundary: a state sync that gives this peer the run's
-        θ_global, momentum and outer step. A peer that loaded a checkpoint offers it
-        there: the newest offer wins over the content of freshly initialised peers."""
+        θ_global, momentum and outer step: the newest revision wins (kStateVote), so a
+        loaded checkpoint beats freshly initialised peers, and newcomers never roll back
+        the run however many they are."""
         if self._joined:
             return
         with self._join_lock:
             if self._joined:
                 return
-            self._admit_and_sync(self._strategy, admit=False)
+            self._admit_and_sync(admit=False)
             self._joined = True
             _remove_all(self._join_hooks)
             self.local_step = self.outer.shared.revision * self.sync_every  # the run's phase
@@ -186,7 +191,6 @@ class DiLoCo(torch.optim.Optimizer):
             for name, t in mine.items():
                 t.copy_(theirs[name])
         self.outer.shared.revision = int(state_dict["revision"])
-        self._strategy = "offer"
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._join()
@@ -217,7 +221,7 @@ class DiLoCo(torch.optim.Optimizer):
 
     def _boundary(self) -> None:
         """Admit newcomers, then make θ_global and the momentum identical everywhere."""
-        self._admit_and_sync("enforce_popular", admit=True)
+        self._admit_and_sync(admit=True)
         self.comm.set_step(self.outer_step)  # `pcomm status` shows it
         if self.progress is not None:
             try:
@@ -225,7 +229,7 @@ class DiLoCo(torch.optim.Optimizer):
             except Exception as e:  # metadata must never stop training
                 log.warning("progress report failed (training goes on): %s", e)
 
-    def _admit_and_sync(self, strategy: str, admit: bool) -> None:
+    def _admit_and_sync(self, admit: bool) -> None:
         """update_topology() (unless ``admit`` is False: the first boundary, where connect()
         or the others' update_topology just admitted this peer), then the state sync. A
         coordinator lost meanwhile aborts the calls (AbortedError, state intact): once the
@@ -235,7 +239,7 @@ class DiLoCo(torch.optim.Optimizer):
             try:
                 if admit or attempt:
                     self.comm.update_topology()
-                info = self.comm.sync_shared_state(self.outer.shared, strategy=strategy)
+                info = self.comm.sync_shared_state(self.outer.shared, strategy=kStateVote)
                 if info.tensors_received:
                     self.outer.load_into_model()
                 return
