@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import sys
 import time
@@ -18,6 +19,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import pcomm  # noqa: E402
 from test_diloco import DiLoCoPeer, assert_agree  # noqa: E402
+
+
+def drain(peer: DiLoCoPeer) -> None:
+    """Moves the reports the peer printed so far into peer.reports, without waiting."""
+    while True:
+        try:
+            line = peer.lines.get_nowait()
+        except queue.Empty:
+            return
+        if line is None:
+            return
+        peer.reports.append(json.loads(line))
 
 
 def main() -> int:
@@ -35,12 +48,23 @@ def main() -> int:
         alive = [DiLoCoPeer(coord.address, index=i, min_world=args.peers, **cfg) for i in range(args.peers)]
         dead = []
         try:
+            # Churn starts once the run has: the first report is the first outer boundary
+            # (the peers start in several seconds on 2 cores, importing torch).
+            for p in alive:
+                p.read_some(1, timeout=120)
             end = time.monotonic() + args.seconds
             next_index = args.peers
             while time.monotonic() < end:
                 time.sleep(rng.uniform(0.5, 2.0))
-                if len(alive) > 2 and rng.random() < 0.5:
-                    victim = alive.pop(rng.randrange(len(alive)))
+                for p in alive:
+                    drain(p)
+                # Victims come from the peers in the run (they reported an outer boundary),
+                # and two of those always stay: the run's state must outlive the churn.
+                # (A peer still starting up holds nothing yet.)
+                training = [p for p in alive if p.reports]
+                if len(training) > 2 and rng.random() < 0.5:
+                    victim = training[rng.randrange(len(training))]
+                    alive.remove(victim)
                     victim.kill()
                     dead.append(victim)
                     kills += 1
@@ -52,12 +76,16 @@ def main() -> int:
             # Collect what every survivor reported so far, then compare.
             for p in alive:
                 p.kill()
-                while True:
+                while True:  # up to the end of its output
                     try:
                         p.reports.append(json.loads(p.read_line(0.2)))
                     except Exception:
                         break
-            shared = assert_agree([[r for r in p.reports if "revision" in r] for p in alive])
+            reported = [[r for r in p.reports if "revision" in r] for p in alive]
+            for rs in reported:  # the run never goes back (fresh joiners must not roll it back)
+                revisions = [r["revision"] for r in rs]
+                assert revisions == sorted(set(revisions)), f"outer steps went {revisions}"
+            shared = assert_agree(reported)
             print(f"DiLoCo churn ok ({args.variant}): {kills} kills, {joins} joins, survivors agree on "
                   f"{len(shared)} outer steps up to revision {max(shared)}")
             return 0
