@@ -165,6 +165,11 @@ def test_diloco_argument_errors(coordinator):
             pcomm.optim.DiLoCo("model", inner, comm, sync_every=5)
 
 
+def hooks(model):
+    """Forward pre-hooks on the model and all its submodules."""
+    return sum(len(m._forward_pre_hooks) for m in model.modules())
+
+
 def test_an_optimizer_dropped_before_its_first_use_leaves_the_model_alone(coordinator):
     """The join-at-first-use hook holds the optimizer weakly: one rebuilt before training
     (say, after a wrong checkpoint) is freed, and its hook goes with it."""
@@ -181,19 +186,20 @@ def test_an_optimizer_dropped_before_its_first_use_leaves_the_model_alone(coordi
         del dropped
         gc.collect()
         assert gone() is None, "the model's hook kept the dropped optimizer alive"
-        assert len(model._forward_pre_hooks) == 0
+        assert hooks(model) == 0
         opt = pcomm.optim.DiLoCo(model, torch.optim.SGD(model.parameters(), lr=0.1), comm, sync_every=2)
         for _ in range(4):
             opt.zero_grad()
             model(torch.ones(3, model[0].in_features)).sum().backward()
             opt.step()
-        assert opt.outer_step == 2 and len(model._forward_pre_hooks) == 0
+        assert opt.outer_step == 2 and hooks(model) == 0
 
 
 def test_the_first_use_hook_survives_pickling_child_forwards_and_threads(coordinator):
     """Before its first use the optimizer's join hook sits on the model and each
     submodule: torch.save(model) and deepcopy still work (the copy's hook is inert), a
-    first forward through a child module joins, and forwards from two threads join once."""
+    first forward through a child module joins, forwards from two threads join once, and
+    a TorchScript submodule is left alone."""
     import copy
     import io
     import threading
@@ -204,9 +210,6 @@ def test_the_first_use_hook_survives_pickling_child_forwards_and_threads(coordin
         except pcomm.errors.InvalidArgumentError as e:
             return "must come right after" in str(e)
         return False
-
-    def hooks(model):
-        return sum(len(m._forward_pre_hooks) for m in model.modules())
 
     with pcomm.Communicator(coordinator.address, timeout=10) as comm:
         comm.connect()
@@ -221,6 +224,7 @@ def test_the_first_use_hook_survives_pickling_child_forwards_and_threads(coordin
         x = torch.ones(3, model[0].in_features)
         loaded(x), twin(x)
         assert not joined(opt), "a copy's forward joined the run for the original optimizer"
+        assert hooks(loaded) == hooks(twin) == 0  # the inert hooks removed themselves
         model[0](x)  # a child module first
         assert joined(opt) and hooks(model) == 0
 
@@ -228,7 +232,15 @@ def test_the_first_use_hook_survives_pickling_child_forwards_and_threads(coordin
         comm.connect()
         model2 = make_model(0)
         opt2 = pcomm.optim.DiLoCo(model2, torch.optim.SGD(model2.parameters(), lr=0.1), comm, sync_every=2)
-        errors = []
+        errors, syncs = [], []
+        sync = comm.sync_shared_state
+
+        def slow_sync(*args, **kwargs):  # holds the join open while the other thread arrives
+            syncs.append(threading.get_ident())
+            time.sleep(0.3)
+            return sync(*args, **kwargs)
+
+        comm.sync_shared_state = slow_sync
 
         def forward():
             try:
@@ -241,7 +253,16 @@ def test_the_first_use_hook_survives_pickling_child_forwards_and_threads(coordin
             t.start()
         for t in threads:
             t.join(30)
-        assert errors == [] and joined(opt2) and hooks(model2) == 0
+        assert errors == [] and len(syncs) == 1 and joined(opt2) and hooks(model2) == 0
+
+    with pcomm.Communicator(coordinator.address, timeout=10) as comm:
+        comm.connect()  # a TorchScript submodule takes no hooks: the root's joins
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated, still used
+            scripted = torch.nn.Sequential(torch.jit.script(torch.nn.Linear(8, 4)), torch.nn.Tanh())
+        opt3 = pcomm.optim.DiLoCo(scripted, torch.optim.SGD(scripted.parameters(), lr=0.1), comm, sync_every=2)
+        scripted(x)
+        assert joined(opt3) and hooks(scripted) == 0
 
 
 def test_a_layout_mismatch_names_the_model_parameter(coordinator):

@@ -43,15 +43,19 @@ class _JoinOnForward:
     any of them (``model.encoder(x)`` too) joins the run. It holds the optimizer weakly,
     so an optimizer dropped before its first use (say, rebuilt after a wrong checkpoint)
     neither lives on in the model nor syncs on its next forward. A pickled or deep-copied
-    model (``torch.save(model)``, an EMA copy) carries an inert hook, not the optimizer."""
+    model (``torch.save(model)``, an EMA copy) carries an inert hook, not the optimizer;
+    it removes itself at the copy's first forward."""
 
     def __init__(self, optimizer: "DiLoCo | None" = None) -> None:
         self._optimizer = None if optimizer is None else weakref.ref(optimizer)
 
-    def __call__(self, _module, _args) -> None:
+    def __call__(self, module, _args) -> None:
         opt = None if self._optimizer is None else self._optimizer()
         if opt is not None:
             opt._join()
+        elif self._optimizer is None:  # a copy's: nothing to join, ever
+            for key in [k for k, h in module._forward_pre_hooks.items() if h is self]:
+                del module._forward_pre_hooks[key]
 
     def __reduce__(self):
         return (_JoinOnForward, ())
@@ -105,8 +109,11 @@ class DiLoCo(torch.optim.Optimizer):
         self._joined = False
         self._join_lock = threading.RLock()  # a forward from a second thread waits for the join
         hook = _JoinOnForward(self)
-        self._join_hooks = [m.register_forward_pre_hook(hook) for m in model.modules()]
+        self._join_hooks: list = []
         weakref.finalize(self, _remove_all, self._join_hooks)
+        for m in model.modules():
+            if not isinstance(m, torch.jit.ScriptModule):  # they take no hooks: the root's or step() joins
+                self._join_hooks.append(m.register_forward_pre_hook(hook))
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
 
@@ -121,11 +128,11 @@ class DiLoCo(torch.optim.Optimizer):
             if self._joined:
                 return
             self._admit_and_sync(admit=False)
-            self._joined = True
             _remove_all(self._join_hooks)
             self.local_step = self.outer.shared.revision * self.sync_every  # the run's phase
             self.outer.load_into_model()
-            self.comm.set_step(self.outer_step)
+            self.comm.set_step(self.outer.shared.revision)
+            self._joined = True  # last: another thread's use waits on the lock until here
 
     def _fragments(self, params: list) -> list[list[int]]:
         return [list(range(len(params)))]
