@@ -43,7 +43,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     rounds = 10_000  # the run is bounded by time: peers are stopped at the end
     cfg = dict(sync_every=10, rounds=rounds, step_sleep=0.003, variant=args.variant)
-    kills = joins = 0
+    kills = joins = unexpected = 0
     with pcomm.Coordinator(heartbeat_timeout=2.0) as coord:
         alive = [DiLoCoPeer(coord.address, index=i, min_world=args.peers, **cfg) for i in range(args.peers)]
         dead = []
@@ -58,6 +58,12 @@ def main() -> int:
                 time.sleep(rng.uniform(0.5, 2.0))
                 for p in alive:
                     drain(p)
+                exited = [p for p in alive if p.proc.poll() is not None]
+                for p in exited:  # a peer must only ever end by our SIGKILL
+                    print(f"peer {p.pid} exited by itself ({p.proc.poll()}); stderr:\n{p.stderr()}")
+                    alive.remove(p)
+                    dead.append(p)
+                    unexpected += 1
                 # Victims come from the peers in the run (they reported an outer boundary),
                 # and two of those always stay: the run's state must outlive the churn.
                 # (A peer still starting up holds nothing yet.)
@@ -86,6 +92,7 @@ def main() -> int:
                 revisions = [r["revision"] for r in rs]
                 assert revisions == sorted(set(revisions)), f"outer steps went {revisions}"
             shared = assert_agree(reported)
+            assert unexpected == 0, f"{unexpected} peer(s) exited by themselves"
             print(f"DiLoCo churn ok ({args.variant}): {kills} kills, {joins} joins, survivors agree on "
                   f"{len(shared)} outer steps up to revision {max(shared)}")
             return 0

@@ -107,14 +107,15 @@ def test_a_timeout_names_the_peers_that_never_called():
 
 
 def test_peers_waiting_in_different_calls_are_not_dropped():
-    with pcomm.Coordinator(straggler_timeout=1.0) as coord:
+    with pcomm.Coordinator(straggler_timeout=2.0) as coord:
         active = [PeerProcess(coord.address) for _ in range(3)]
         try:
             connect_all(active)
             active[0].send("all_reduce", dtype="float32", count=1024, index=0, timeout=3)
             active[1].send("all_reduce", dtype="float32", count=1024, index=1, timeout=3)
-            # update_topology waits 0.5 s longer: the all_reduce callers are idle for that
-            # half second, less than the straggler timeout, so they are still not dropped.
+            # Both barriers grow older than the straggler timeout (2 s). update_topology waits
+            # 0.5 s longer: the all_reduce callers are idle for that half second only, so they
+            # are still not dropped (the clock counts idle time, not the barrier's age).
             active[2].send("update_topology", timeout=3.5)
             replies = [p.reply(30) for p in active]
             # The first all_reduce caller to time out gives up, which aborts the op for the other.
@@ -124,7 +125,7 @@ def test_peers_waiting_in_different_calls_are_not_dropped():
             assert named(timed_out["message"], "all_reduce with tag 0") == [ids[2]]
             assert replies[2]["error"] == "TimeoutError"
             assert named(replies[2]["message"], "update_topology") == sorted(ids[:2])
-            assert len(coord.peers) == 3  # nobody was idle for the straggler timeout (1 s)
+            assert len(coord.peers) == 3  # nobody was idle for the straggler timeout (2 s)
         finally:
             for p in active:
                 p.cleanup()

@@ -354,6 +354,7 @@ void Coordinator::reset_run(proto::ErrorCode code, const std::string& why) {
   last_view_ = View{};
   logged_ring_.clear();
   notified_.clear();
+  last_not_idle_.clear();
   unconfirmed_.clear();
 }
 

@@ -12,9 +12,10 @@
 //    A peer's clock starts at the later of the stall's start and the last time it was
 //    seen not idle, so a peer that just left another call (its own deadline ran out)
 //    gets the full timeout. All of them at once, whatever barrier they hold up; the
-//    members who entered continue with the smaller world. A missing peer that waits in another barrier is not idle: two
-//    groups waiting in different barriers is a program bug that each caller's deadline
-//    reports (naming the peers), not a reason to drop anyone.
+//    members who entered continue with the smaller world. A missing peer that waits in
+//    another barrier is not idle: two groups waiting in different barriers is a program
+//    bug that each caller's deadline reports (naming the peers), not a reason to drop
+//    anyone.
 #pragma once
 
 #include <cstdint>
