@@ -301,8 +301,8 @@ void register_coord(py::module_& m) {
     }
     std::map<std::string, TimePoint> seen;
     for (const auto& [peer, at] : last_not_idle) seen[peer] = at_seconds(at);
-    return coord::stragglers(v, std::set<std::string>(busy.begin(), busy.end()), seen, at_seconds(now),
-                             seconds_to_duration(timeout));
+    auto active = coord::not_idle(v, std::set<std::string>(busy.begin(), busy.end()));
+    return coord::stragglers(v, active, seen, at_seconds(now), seconds_to_duration(timeout));
       },
       py::arg("stalls"), py::arg("busy"), py::arg("now"), py::arg("timeout"),
       py::arg("last_not_idle") = std::map<std::string, double>{});

@@ -634,14 +634,19 @@ void Coordinator::check_stalls(TimePoint now) {
     std::set<std::string> busy = collectives_.running_peers();
     for (const auto& p : state_sync_.running_peers()) busy.insert(p);
     for (const auto& p : membership_.releasing()) busy.insert(p);
-    auto drop = stragglers(stalls, busy, last_not_idle_, now, options_.straggler_timeout);
+    std::set<std::string> active = not_idle(stalls, busy);
+    auto drop = stragglers(stalls, active, last_not_idle_, now, options_.straggler_timeout);
     // Sampled every tick: a peer that leaves a call is idle from (at most a tick after) then.
+    // Kept for ring members only.
     std::map<std::string, TimePoint> seen;
     for (const auto& peer : membership_.ring()) {
       auto it = last_not_idle_.find(peer);
-      if (it != last_not_idle_.end()) seen.emplace(peer, it->second);
+      if (active.count(peer)) {
+        seen.emplace(peer, now);
+      } else if (it != last_not_idle_.end()) {
+        seen.emplace(peer, it->second);
+      }
     }
-    for (const auto& peer : not_idle(stalls, busy)) seen[peer] = now;
     last_not_idle_ = std::move(seen);
     if (!drop.empty()) {
       std::string who;

@@ -20,14 +20,13 @@ std::set<std::string> not_idle(const std::vector<Stall>& stalls, const std::set<
   return out;
 }
 
-std::map<std::string, std::string> stragglers(const std::vector<Stall>& stalls, const std::set<std::string>& busy,
+std::map<std::string, std::string> stragglers(const std::vector<Stall>& stalls, const std::set<std::string>& active,
                                               const std::map<std::string, TimePoint>& last_not_idle, TimePoint now,
                                               Duration straggler_timeout) {
-  std::set<std::string> waiting = not_idle(stalls, busy);
   std::map<std::string, std::string> out;
   for (const auto& s : stalls) {
     for (const auto& peer : s.missing) {
-      if (waiting.count(peer) || out.count(peer)) continue;
+      if (active.count(peer) || out.count(peer)) continue;
       TimePoint idle_from = s.since;
       auto seen = last_not_idle.find(peer);
       if (seen != last_not_idle.end() && seen->second > idle_from) idle_from = seen->second;

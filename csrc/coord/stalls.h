@@ -43,14 +43,14 @@ struct Stall {
 // "update_topology", "all_reduce with tag 3", "sync_shared_state".
 std::string describe(const Stall& stall);
 
+// The peers that are not idle now: busy (running an operation: started collectives, a
+// planned state sync), or entered in some stall.
+std::set<std::string> not_idle(const std::vector<Stall>& stalls, const std::set<std::string>& busy);
+
 // The peers to drop now under the rule above, each with the reason it is told.
-// busy: peers running an operation (started collectives, a planned state sync).
-// last_not_idle: when each peer was last seen in a barrier or busy (absent: never).
-std::map<std::string, std::string> stragglers(const std::vector<Stall>& stalls, const std::set<std::string>& busy,
+// active: not_idle() now. last_not_idle: when each peer was last seen not idle (absent: never).
+std::map<std::string, std::string> stragglers(const std::vector<Stall>& stalls, const std::set<std::string>& active,
                                               const std::map<std::string, TimePoint>& last_not_idle, TimePoint now,
                                               Duration straggler_timeout);
-
-// The peers that are not idle now: busy, or entered in some stall.
-std::set<std::string> not_idle(const std::vector<Stall>& stalls, const std::set<std::string>& busy);
 
 }  // namespace pcomm::coord

@@ -319,9 +319,10 @@ class Communicator:
         differs, from the peers holding the chosen content, verify the hashes, and only then
         update the tensors. strategy: "enforce_popular" (default), "receive_only" (never a
         source, not counted in the vote), "send_only" (authoritative: its content wins and
-        it is never overwritten) or "offer" (a resumed checkpoint: the offer with the highest
-        revision wins over the others' content, unless a peer is further ahead). On failure the state keeps its previous
-        content exactly. docs/state.md has the whole rule.
+        it is never overwritten) or "offer" (a resumed checkpoint, or state that carries
+        progress: the offer with the highest revision wins over the others' content,
+        unless a peer is further ahead). On failure the state keeps its previous content
+        exactly. docs/state.md has the whole rule.
         """
         if not isinstance(state, SharedState):
             raise InvalidArgumentError(f"state must be a pcomm.SharedState, got {type(state).__name__}")

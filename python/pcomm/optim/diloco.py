@@ -10,9 +10,9 @@ boundary the peers also run update_topology() (admitting newcomers) and
 sync_shared_state() (a newcomer receives θ_global and the outer momentum exactly).
 Construct it on every peer right after connect(). Its first use (the first forward
 through the model or any of its submodules, or the first zero_grad(), step(),
-state_dict() or outer_step) is such a boundary
-too: the peer joins the run's state there, so ``opt.load_state_dict(checkpoint)`` right
-after construction resumes from a checkpoint as with any torch optimizer.
+state_dict() or outer_step) is such a boundary too: the peer joins the run's state
+there, so ``opt.load_state_dict(checkpoint)`` right after construction resumes from a
+checkpoint as with any torch optimizer.
 With ``progress=ProgressBoard(store)`` each outer boundary also publishes this peer's
 step and throughput into the run's CRDT store (``pcomm progress`` shows them).
 """
